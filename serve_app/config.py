@@ -9,6 +9,7 @@ by Serve's schema when the app is built.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,94 @@ class BaseConfig(BaseModel):
     def updated(self, changes: dict[str, Any]) -> BaseConfig:
         """A validated copy with ``changes`` applied (``user_config`` updates)."""
         return type(self).model_validate({**self.model_dump(), **changes})
+
+
+JWTAlgorithm = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
+]
+
+
+class AuthConfig(BaseConfig):
+    """JWT authentication of `/v1/stream` and `/v1/ocr`. Secrets are never in the config itself."""
+
+    enabled: bool = Field(False, description="Require a valid JWT (off: every client is tenant `anonymous`).")
+    algorithms: list[JWTAlgorithm] = Field(
+        default_factory=lambda: ["HS256"],
+        min_length=1,
+        description="Accepted `alg` values; anything else (including `none`) is refused.",
+    )
+    secret_env: str | None = Field(
+        None, min_length=1, description="Env var holding the HS* shared secret (>= 32 bytes)."
+    )
+    secret_file: Path | None = Field(None, description="File holding the HS* secret (used if env unset).")
+    jwks_file: Path | None = Field(None, description="JWKS file with the RS*/PS*/ES* public keys (by `kid`).")
+    issuer: str | None = Field(None, min_length=1, description="Required `iss`, if set.")
+    audience: str | None = Field(None, min_length=1, description="Required `aud` (needed when enabled).")
+    leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    tenant_claim: str = Field("tenant", min_length=1, description="Claim naming the tenant (fallback `sub`).")
+    limits_claim: str = Field(
+        "limits", min_length=1, description="Claim with per-tenant limits; they may only lower the config."
+    )
+    max_token_bytes: int = Field(8192, ge=256, le=65536, description="Longer tokens are refused unread.")
+
+    @model_validator(mode="after")
+    def _keys_configured(self) -> AuthConfig:
+        if not self.enabled:
+            return self
+        if any(a.startswith("HS") for a in self.algorithms) and not (self.secret_env or self.secret_file):
+            raise ValueError("auth.secret_env or auth.secret_file is required for HS* algorithms")
+        if any(not a.startswith("HS") for a in self.algorithms) and self.jwks_file is None:
+            raise ValueError("auth.jwks_file is required for RS*/PS*/ES* algorithms")
+        if self.audience is None:
+            raise ValueError("auth.audience is required when auth.enabled is true")
+        return self
+
+
+class LimitsConfig(BaseConfig):
+    """Token buckets per connection (and optionally per tenant, per ingress replica)."""
+
+    frames_per_s: float = Field(60.0, gt=0, le=10_000, description="Frames/s of one connection.")
+    frames_burst: float = Field(60.0, ge=1, description="Frames a connection may send at once.")
+    bytes_per_s: float = Field(32 * MiB, gt=0, description="Message bytes/s of one connection.")
+    bytes_burst: float = Field(64 * MiB, ge=1, description="Bytes a connection may send at once.")
+    tenant_frames_per_s: float | None = Field(
+        None, gt=0, description="Frames/s of all connections of a tenant (None: no tenant bucket)."
+    )
+    tenant_bytes_per_s: float | None = Field(
+        None, gt=0, description="Bytes/s of all connections of a tenant (None: no tenant bucket)."
+    )
+    max_connections_per_tenant: int = Field(
+        100, ge=1, description="Concurrent connections of one tenant (per ingress replica)."
+    )
+    violations_before_close: int = Field(
+        50, ge=1, description="`rate_limited` frames within violation_window_s that close with 1008."
+    )
+    violation_window_s: float = Field(10.0, gt=0, description="Window of violations_before_close.")
+    idle_timeout_s: float = Field(
+        120.0, gt=0, description="A connection without any message this long is closed (by the ingress)."
+    )
+
+
+class SecurityConfig(BaseConfig):
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    ip_allowlist: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list, description="Client CIDRs allowed (empty: all)."
+    )
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list, description="Peers whose X-Forwarded-For is believed."
+    )
+    origin_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Browser Origins allowed, e.g. `https://app.example.com` (empty: all; absent: ok).",
+    )
+
+    @model_validator(mode="after")
+    def _origins_well_formed(self) -> SecurityConfig:
+        for origin in self.origin_allowlist:
+            if "://" not in origin or origin.rstrip("/") != origin or origin == "*":
+                raise ValueError(f"origin_allowlist: {origin!r} must be scheme://host[:port], no slash")
+        return self
 
 
 class IngressConfig(BaseConfig):
@@ -44,10 +133,14 @@ class IngressConfig(BaseConfig):
         description="Frames of one connection held in the ingress while its previous batch is "
         "with the sampler; beyond it the oldest are answered `superseded`.",
     )
+    max_pending_bytes: int = Field(
+        32 * MiB, gt=0, description="Bytes of frames one connection may hold in the ingress (memory bound)."
+    )
     frame_deadline_s: float = Field(
         10.0, gt=0, description="No frame waits longer than this for its answer (`overloaded` then)."
     )
     ready_timeout_s: float = Field(2.0, gt=0, description="How long /healthz waits for the OCR replicas.")
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")
 
     @model_validator(mode="after")
@@ -55,6 +148,55 @@ class IngressConfig(BaseConfig):
         if self.hard_max_message_bytes < self.max_message_bytes:
             raise ValueError("hard_max_message_bytes must be >= max_message_bytes")
         return self
+
+
+class DedupConfig(BaseConfig):
+    """Content-change detection of the sampler (``serve_app.dedup``, tuning in docs/dedup.md).
+
+    Lengths are in pixels of the grey image (``width`` wide), not of the frame as sent.
+    """
+
+    enabled: bool = Field(
+        True, description="Answer frames showing the same content as the frame last read `duplicate`."
+    )
+    width: int = Field(
+        320,
+        ge=64,
+        le=1280,
+        description="Width of the grey image compared; the smallest text that must be told apart "
+        "should be >= 10 px high in it (24 px text in a 640 px frame: 12 px at 320).",
+    )
+    contrast_sigma: float = Field(
+        2.0, gt=0, le=16, description="Scale of the local contrast normalisation (about a stroke width)."
+    )
+    contrast_floor: float = Field(
+        8.0, gt=0, le=128, description="Lowest local contrast (grey levels) divided by: damps flat noise."
+    )
+    max_shift: float = Field(
+        8.0, ge=0, le=64, description="A larger motion of the view than this is a change (re-read)."
+    )
+    subpixel_tolerance: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Misalignment left after registration that is forgiven, as a fraction of a pixel.",
+    )
+    pixel_threshold: float = Field(
+        1.0,
+        ge=0,
+        le=8,
+        description="Residual (in units of local contrast) a pixel must exceed to count as changed.",
+    )
+    block: int = Field(
+        8, ge=2, le=64, description="Side of the square (about one character) whose residual is scored."
+    )
+    threshold: float = Field(
+        0.025,
+        gt=0,
+        description="Change score above which a frame is a change: the mean excess residual "
+        "of the most changed block.",
+    )
+    margin: int = Field(3, ge=0, le=32, description="Border pixels ignored (content entering the view).")
 
 
 class SamplerConfig(BaseConfig):
@@ -66,6 +208,14 @@ class SamplerConfig(BaseConfig):
     stream_idle_timeout_s: float = Field(
         60.0, gt=0, description="Stream state is dropped after this long without frames."
     )
+    refresh_s: float = Field(
+        5.0, gt=0, description="A frame that looks unchanged is read anyway this long after the last read."
+    )
+    admission_timeout_s: float = Field(
+        1.0, gt=0, description="A frame waiting this long for a free read slot is answered `overloaded`."
+    )
+    read_timeout_s: float = Field(10.0, gt=0, description="A model call that takes longer fails `internal`.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")
 
     @model_validator(mode="after")
@@ -91,8 +241,12 @@ class OCRConfig(BaseConfig):
     use_textline_orientation: bool = Field(
         False, description="Run the text line orientation model (off: it flips upright Chinese lines)."
     )
-    det_unclip_ratio: float = Field(2.0, gt=0, description="1.5 glues English words; 2.0 keeps spaces.")
-    det_limit_side_len: int = Field(960, ge=32, description="Detection input size limit (pixels).")
+    det_unclip_ratio: float = Field(
+        2.5, gt=0, description="Box growth; 1.5 glues English words, 2.5 keeps the spaces (docs/engines.md)."
+    )
+    det_limit_side_len: int = Field(
+        64, ge=16, description="Detection scales the short side up to at least this (small crops read)."
+    )
     rec_score_thresh: float = Field(0.5, ge=0, le=1, description="Lines scored below this are dropped.")
     cpu_threads: int = Field(2, ge=1, description="Threads of the CPU engine.")
     max_batch_size: int = Field(1, ge=1, le=64, description="Frames read in one model call.")

@@ -6,6 +6,7 @@ Ray-free. Every failure is a :class:`~serve_app.protocol.ProtocolError` with
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -38,14 +39,14 @@ def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, ImageInfo]:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ProtocolError(ErrorCode.BAD_IMAGE, "image bytes could not be decoded") from None
     if im.format not in FORMATS:
-        raise ProtocolError(ErrorCode.BAD_IMAGE, f"unsupported image format {im.format}; send JPEG, PNG, WebP or BMP")
+        raise ProtocolError(
+            ErrorCode.BAD_IMAGE, f"unsupported image format {im.format}; send JPEG, PNG, WebP or BMP"
+        )
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ProtocolError(ErrorCode.BAD_IMAGE, "image is zero-sized")
     if width * height > max_pixels:
-        raise ProtocolError(
-            ErrorCode.TOO_LARGE, f"image is {width}x{height}, more than {max_pixels} pixels"
-        )
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"image is {width}x{height}, more than {max_pixels} pixels")
     return im, ImageInfo(im.format, width, height)
 
 
@@ -103,10 +104,8 @@ def decode_bgr(data: bytes, max_pixels: int) -> np.ndarray:
     """The upright 8-bit BGR image the model reads (EXIF applied, alpha flattened)."""
     im, _ = _open(data, max_pixels)
     _load(im)
-    try:
-        im = ImageOps.exif_transpose(im)
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
-        pass  # a broken EXIF block: read the image as stored
+    with contextlib.suppress(OSError, ValueError, SyntaxError, KeyError, TypeError):
+        im = ImageOps.exif_transpose(im)  # a broken EXIF block: read the image as stored
     return np.ascontiguousarray(_rgb(im)[..., ::-1])
 
 

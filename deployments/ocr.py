@@ -1,0 +1,103 @@
+"""OCRModel: PaddleOCR in a Serve replica, frames batched across streams.
+
+One pipeline per replica, called only from this replica's single model
+thread; ``@serve.batch`` gathers frames of all streams into one model call.
+Ready means warmed up: ``__init__`` reads a generated image before the
+replica takes traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import numpy as np
+import ray
+from ray import serve
+
+from serve_app.config import OCRConfig
+from serve_app.images import decode_bgr
+from serve_app.jobs import ReaderInfo, ReadReply
+from serve_app.protocol import ErrorCode, ProtocolError
+from serve_app.reader import TextReader, choose_device
+
+logger = logging.getLogger("ray.serve")
+
+DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": "OCRModel",
+    "max_ongoing_requests": 32,
+    "ray_actor_options": {"num_cpus": 1},
+}
+
+
+def warmup_image() -> np.ndarray:
+    image = np.full((96, 320, 3), 255, np.uint8)
+    cv2.putText(image, "WARM UP 2026", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (0, 0, 0), 3)
+    return image
+
+
+class OCRModel:
+    def __init__(self, config: OCRConfig, *, max_pixels: int) -> None:
+        self._config = config
+        self._max_pixels = max_pixels
+        device = choose_device(config.device, config.engine, ray.get_gpu_ids())
+        self._reader = TextReader(config, device)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddleocr")
+        self._reader.read([warmup_image()])
+        self._read_batch.set_max_batch_size(config.max_batch_size)
+        self._read_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        logger.info("OCRModel ready on %s (engine %s)", device, config.engine)
+
+    @classmethod
+    def get_deployment_options(cls, config: OCRConfig) -> dict[str, Any]:
+        return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
+
+    async def read(self, image: bytes) -> ReadReply:
+        return await self._read_batch((image, time.time()))
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+    async def _read_batch(self, items: list[tuple[bytes, float]]) -> list[ReadReply]:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_sync, items)
+
+    def _read_sync(self, items: list[tuple[bytes, float]]) -> list[ReadReply]:
+        start = time.time()
+        replies = [ReadReply(queue_ms=(start - queued) * 1000.0) for _, queued in items]
+        images, readable = [], []
+        for reply, (data, _) in zip(replies, items, strict=True):
+            try:
+                images.append(decode_bgr(data, self._max_pixels))
+                readable.append(reply)
+            except ProtocolError as exc:
+                reply.error_code, reply.error_message = exc.code, exc.message
+        if images:
+            try:
+                for reply, lines in zip(readable, self._reader.read(images), strict=True):
+                    reply.lines = lines
+            except Exception:
+                logger.exception("the model failed on a batch of %d frames", len(images))
+                for reply in readable:
+                    reply.error_code, reply.error_message = (
+                        ErrorCode.INTERNAL,
+                        "the model failed on this frame",
+                    )
+        ocr_ms = (time.time() - start) * 1000.0
+        for reply in replies:
+            reply.ocr_ms = ocr_ms
+        return replies
+
+    def info(self) -> ReaderInfo:
+        models = [{"name": m.name, "hash": m.hash} for m in self._reader.models]
+        return ReaderInfo(engine=self._reader.engine, device=self._reader.device, models=models)
+
+    def ready(self) -> bool:
+        return True
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs (batching) without reloading the model."""
+        self._config = self._config.updated(user_config)  # type: ignore[assignment]
+        self._read_batch.set_max_batch_size(self._config.max_batch_size)
+        self._read_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)

@@ -1,0 +1,92 @@
+"""FrameSampler: per-stream sampling and fair admission between ingress and model.
+
+Stream affinity: the ingress calls this deployment with
+``handle.options(session_id=stream_id)`` and the deployment routes with Ray
+Serve's ``ConsistentHashRouter`` (no fallback replicas), so every call of one
+stream reaches the replica that holds its state. When that replica goes away
+the ring maps the stream to another replica, which starts the stream afresh:
+its next frame is read (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray.serve.config import RequestRouterConfig
+from ray.serve.handle import DeploymentHandle
+from serve_app.dedup import ChangeDetector
+
+from serve_app.config import SamplerConfig
+from serve_app.jobs import Job, Outcome, ReaderInfo, ReadReply
+from serve_app.sampling import Sampler
+
+_EXPIRY_PERIOD_S = 5.0
+
+DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
+    "name": "FrameSampler",
+    # Each stream holds up to two calls open here (one batch being decided,
+    # one waiting for its read): this is a connection count, not a queue.
+    "max_ongoing_requests": 20_000,
+    "ray_actor_options": {"num_cpus": 0.5},
+    "request_router_config": RequestRouterConfig(
+        request_router_class="ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
+        request_router_kwargs={"num_fallback_replicas": 0},
+    ),
+}
+
+
+class FrameSampler:
+    def __init__(self, config: SamplerConfig, *, ocr: DeploymentHandle, max_pixels: int) -> None:
+        self._ocr = ocr
+        self._sampler = Sampler(
+            config, read=self._read, detector=ChangeDetector(config.dedup), max_pixels=max_pixels
+        )
+        self._expiry: asyncio.Task[None] | None = None
+
+    @classmethod
+    def get_deployment_options(cls, config: SamplerConfig) -> dict[str, Any]:
+        return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
+
+    async def _read(self, job: Job) -> ReadReply:
+        return await self._ocr.read.remote(job.image)
+
+    async def _expire_idle(self) -> None:
+        while True:
+            await asyncio.sleep(_EXPIRY_PERIOD_S)
+            self._sampler.expire_idle()
+
+    async def submit(
+        self, stream_id: str, jobs: list[Job], fps: float | None = None, oneshot: bool = False
+    ) -> AsyncIterator[list[Outcome]]:
+        if self._expiry is None:
+            self._expiry = asyncio.get_running_loop().create_task(self._expire_idle())
+        async for outcomes in self._sampler.submit(stream_id, jobs, fps=fps, oneshot=oneshot):
+            yield outcomes
+        if oneshot:
+            self._sampler.close(stream_id)
+
+    async def configure(self, stream_id: str, fps: float) -> float:
+        return self._sampler.configure(stream_id, fps)
+
+    async def close_stream(self, stream_id: str) -> None:
+        self._sampler.close(stream_id)
+
+    async def ready(self) -> bool:
+        return await self._ocr.ready.remote()
+
+    async def info(self) -> dict[str, Any]:
+        reader: ReaderInfo = await self._ocr.info.remote()
+        config = self._sampler.config
+        return {
+            "engine": reader.engine,
+            "device": reader.device,
+            "models": reader.models,
+            "fps_default": config.default_fps,
+            "fps_max": config.max_fps,
+        }
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live knobs (fps, dedup thresholds, admission) for every stream."""
+        self._sampler.config = self._sampler.config.updated(user_config)  # type: ignore[assignment]

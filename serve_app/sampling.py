@@ -1,0 +1,290 @@
+"""Per-stream sampling and fair admission to the model (the sampler's logic, Ray-free).
+
+For each stream: content dedup against the frame last read, a target read rate
+on capture timestamps, latest-frame-wins while a frame waits, and at most one
+read in flight. Across streams: a fixed number of reads in flight, handed out
+round-robin to the streams that have a frame waiting, with a deadline after
+which the waiting frame is answered ``overloaded``. Every job handed to
+:meth:`Sampler.submit` is answered exactly once. docs/design.md explains why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve_app.config import SamplerConfig
+from serve_app.dedup import ChangeDetector, Fingerprint
+from serve_app.jobs import Job, Outcome, ReadReply
+from serve_app.protocol import ErrorAnswer, ErrorCode, Line, ProtocolError, ResultAnswer, SkipReason, Timing
+
+logger = logging.getLogger(__name__)
+
+ReadFn = Callable[[Job], Awaitable[ReadReply]]
+_RATE_TOLERANCE = 0.9  # a frame up to 10% early for its slot is read: camera clocks jitter
+_CLOCK_JUMP_S = 2.0  # a capture clock that goes back further than this restarted
+
+
+@dataclass(slots=True, eq=False)
+class _Ticket:
+    job: Job
+    deliver: Callable[[Outcome], None]
+    fingerprint: Fingerprint | None = None
+    error: ProtocolError | None = None
+    answered: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+    def answer(self, answer: ResultAnswer | ErrorAnswer) -> None:
+        if not self.answered:
+            self.answered = True
+            self.job.image = b""
+            if self.timer is not None:
+                self.timer.cancel()
+            self.deliver(Outcome(self.job.seq, answer))
+
+    def skip(self, reason: SkipReason, ref: int | None, lines: list[Line] | None = None) -> None:
+        self.answer(
+            ResultAnswer(
+                frame_id=self.job.frame_id, status="skipped", reason=reason, ref_frame_id=ref, lines=lines
+            )
+        )
+
+    def fail(self, code: ErrorCode, message: str) -> None:
+        self.answer(ErrorAnswer(frame_id=self.job.frame_id, code=code, message=message))
+
+
+@dataclass(slots=True, eq=False)
+class _Reference:
+    """The frame last read for a stream: what later frames are compared with."""
+
+    frame_id: int
+    fingerprint: Fingerprint | None
+    read_at: float
+    lines: list[Line] | None = None  # None while it is being read
+    followers: list[_Ticket] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    id: str
+    fps: float
+    oneshot: bool
+    last_seen: float
+    ref: _Reference | None = None
+    waiting: _Ticket | None = None
+    reading: bool = False
+    queued: bool = False  # in the admission round-robin
+    next_read_ts: float | None = None
+    last_ts: float | None = None
+
+
+class Sampler:
+    def __init__(
+        self, config: SamplerConfig, *, read: ReadFn, detector: ChangeDetector, max_pixels: int
+    ) -> None:
+        self.config = config
+        self._read = read
+        self._detector = detector
+        self._max_pixels = max_pixels
+        self._streams: dict[str, _Stream] = {}
+        self._ready: deque[_Stream] = deque()  # streams with a frame waiting for a read slot
+        self._in_flight = 0
+
+    # --- public API ---------------------------------------------------------
+
+    def effective_fps(self, fps: float | None) -> float:
+        return min(fps or self.config.default_fps, self.config.max_fps)
+
+    def configure(self, stream_id: str, fps: float) -> float:
+        stream = self._stream(stream_id, fps, oneshot=False)
+        stream.fps = self.effective_fps(fps)
+        stream.next_read_ts = None
+        return stream.fps
+
+    def close(self, stream_id: str) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None and stream.waiting is not None:
+            stream.waiting.skip(SkipReason.SUPERSEDED, None)
+            stream.waiting = None
+
+    def expire_idle(self, now: float | None = None) -> int:
+        cutoff = (now or time.monotonic()) - self.config.stream_idle_timeout_s
+        idle = [s.id for s in self._streams.values() if s.last_seen < cutoff and not s.reading]
+        for stream_id in idle:
+            self.close(stream_id)
+        return len(idle)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "streams": len(self._streams),
+            "reads_in_flight": self._in_flight,
+            "waiting": len(self._ready),
+        }
+
+    async def submit(
+        self, stream_id: str, jobs: list[Job], *, fps: float | None = None, oneshot: bool = False
+    ) -> AsyncIterator[list[Outcome]]:
+        """Answers for ``jobs``: first those decided at once (maybe none), then the rest as they come."""
+        outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        stream = self._stream(stream_id, fps, oneshot)
+        tickets = [_Ticket(job, outcomes.put_nowait) for job in jobs]
+        if not oneshot and self.config.dedup.enabled:
+            await asyncio.to_thread(self._fingerprint, tickets)
+        for ticket in tickets:
+            self._decide(stream, ticket)
+            self._pump()  # a frame that starts its read now is the reference of the next
+        remaining = len(tickets)
+        first = True
+        while remaining or first:
+            batch = [] if first and outcomes.empty() else [await outcomes.get()]
+            while not outcomes.empty():
+                batch.append(outcomes.get_nowait())
+            remaining -= len(batch)
+            first = False
+            yield batch
+
+    # --- decisions ----------------------------------------------------------
+
+    def _stream(self, stream_id: str, fps: float | None, oneshot: bool) -> _Stream:
+        stream = self._streams.get(stream_id)
+        now = time.monotonic()
+        if stream is None:
+            stream = _Stream(stream_id, self.effective_fps(fps), oneshot, now)
+            self._streams[stream_id] = stream
+        elif fps is not None:
+            stream.fps = self.effective_fps(fps)
+        stream.last_seen = now
+        return stream
+
+    def _fingerprint(self, tickets: list[_Ticket]) -> None:
+        for ticket in tickets:
+            try:
+                ticket.fingerprint = self._detector.fingerprint(ticket.job.image, self._max_pixels)
+            except ProtocolError as exc:
+                ticket.error = exc
+
+    def _decide(self, stream: _Stream, ticket: _Ticket) -> None:
+        if ticket.error is not None:
+            ticket.fail(ticket.error.code, ticket.error.message)
+            return
+        ref = stream.ref
+        if stream.oneshot:
+            self._wait(stream, ticket)
+        elif ref is not None and self._same(ref, ticket):
+            if ref.lines is None:
+                ref.followers.append(ticket)  # answered when the reference's read completes
+                ticket.job.image = b""
+            else:
+                ticket.skip(SkipReason.DUPLICATE, ref.frame_id, ref.lines)
+        elif stream.waiting is not None:
+            stream.waiting.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
+            self._wait(stream, ticket)
+        elif self._too_soon(stream, ticket.job.ts):
+            ticket.skip(SkipReason.RATE, ref.frame_id if ref else None)
+        else:
+            stream.next_read_ts = ticket.job.ts + _RATE_TOLERANCE / stream.fps
+            self._wait(stream, ticket)
+
+    def _same(self, ref: _Reference, ticket: _Ticket) -> bool:
+        if ref.fingerprint is None or ticket.fingerprint is None:
+            return False
+        stale = ref.lines is not None and time.monotonic() - ref.read_at >= self.config.refresh_s
+        return not stale and self._detector.compare(ref.fingerprint, ticket.fingerprint).same
+
+    @staticmethod
+    def _too_soon(stream: _Stream, ts: float) -> bool:
+        last, stream.last_ts = stream.last_ts, ts
+        if last is not None and ts < last - _CLOCK_JUMP_S:
+            stream.next_read_ts = None  # the client's clock restarted
+        return stream.next_read_ts is not None and ts < stream.next_read_ts
+
+    # --- admission ----------------------------------------------------------
+
+    def _wait(self, stream: _Stream, ticket: _Ticket) -> None:
+        stream.waiting = ticket
+        ticket.timer = asyncio.get_running_loop().call_later(
+            self.config.admission_timeout_s, self._overloaded, stream, ticket
+        )
+        self._enqueue(stream)
+
+    def _enqueue(self, stream: _Stream) -> None:
+        if not stream.queued and not stream.reading and stream.waiting is not None:
+            stream.queued = True
+            self._ready.append(stream)
+
+    def _overloaded(self, stream: _Stream, ticket: _Ticket) -> None:
+        if stream.waiting is ticket:
+            stream.waiting = None
+            ticket.timer = None
+            ticket.skip(SkipReason.OVERLOADED, stream.ref.frame_id if stream.ref else None)
+
+    def _pump(self) -> None:
+        while self._in_flight < self.config.max_reads_in_flight and self._ready:
+            stream = self._ready.popleft()
+            stream.queued = False
+            ticket = stream.waiting
+            if ticket is None or stream.reading or self._streams.get(stream.id) is not stream:
+                continue
+            stream.waiting = None
+            if ticket.timer is not None:
+                ticket.timer.cancel()
+            stream.reading = True
+            self._in_flight += 1
+            ref = _Reference(ticket.job.frame_id, ticket.fingerprint, time.monotonic())
+            if not stream.oneshot:
+                stream.ref = ref  # later frames are compared with this one from now on
+            asyncio.get_running_loop().create_task(self._read_one(stream, ticket, ref))
+
+    async def _read_one(self, stream: _Stream, ticket: _Ticket, ref: _Reference) -> None:
+        started = time.time()
+        reply = await self._read_with_retry(ticket.job)
+        self._in_flight -= 1
+        stream.reading = False
+        if reply.lines is not None:
+            ref.lines, ref.read_at = reply.lines, time.monotonic()
+            queue_ms = (started - ticket.job.received) * 1000.0 + reply.queue_ms
+            ticket.answer(
+                ResultAnswer(
+                    frame_id=ticket.job.frame_id,
+                    status="ok",
+                    lines=reply.lines,
+                    timing=Timing(total_ms=0.0, ocr_ms=round(reply.ocr_ms, 1), queue_ms=round(queue_ms, 1)),
+                )
+            )
+            for follower in ref.followers:
+                follower.skip(SkipReason.DUPLICATE, ref.frame_id, ref.lines)
+        else:
+            if stream.ref is ref:
+                stream.ref = None  # nothing to compare with: the next frame is read
+            ticket.fail(ErrorCode(reply.error_code or ErrorCode.INTERNAL), reply.error_message)
+            for follower in ref.followers:
+                follower.fail(
+                    ErrorCode.INTERNAL, f"frame {ref.frame_id}, which this one repeats, was not read"
+                )
+        ref.followers.clear()
+        if self._streams.get(stream.id) is stream:
+            self._enqueue(stream)
+        self._pump()
+
+    async def _read_with_retry(self, job: Job) -> ReadReply:
+        """One retry when a replica fails (dies, restarts): never a retry storm."""
+        for attempt in (1, 2):
+            try:
+                return await asyncio.wait_for(self._read(job), self.config.read_timeout_s)
+            except TimeoutError:
+                return ReadReply(
+                    error_code=ErrorCode.INTERNAL, error_message="the model did not answer in time"
+                )
+            except Exception as exc:  # a replica died or failed: Ray wraps it
+                logger.warning("read of frame %s failed (attempt %d): %s", job.frame_id, attempt, _brief(exc))
+        return ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed to read this frame")
+
+
+def _brief(exc: Any) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -1,0 +1,252 @@
+"""One WebSocket stream at the ingress: parse, check, forward, answer (Ray-free).
+
+The ledger is the heart of the "exactly one answer" rule: every frame that is
+accepted gets a ledger entry, every answer removes one, and whatever is left
+when something fails (the sampler call, a deadline, shutdown) is answered from
+the ledger. Answers arriving for frames no longer in the ledger are dropped.
+
+Frames cross to the sampler in batches: while one batch is being decided, the
+frames that arrive meanwhile wait here (bounded; oldest dropped first) and go
+together in the next call, so a fast stream pays one handle hop per batch, not
+per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from serve_app.config import IngressConfig
+from serve_app.images import probe
+from serve_app.jobs import Job, Outcome
+from serve_app.protocol import (
+    WS_1008_POLICY_VIOLATION,
+    WS_1009_MESSAGE_TOO_BIG,
+    ConfigAnswer,
+    ConfigRequest,
+    ErrorAnswer,
+    ErrorCode,
+    Frame,
+    PingRequest,
+    PongAnswer,
+    ProtocolError,
+    ResultAnswer,
+    SkipReason,
+    Timing,
+    parse_binary,
+    parse_text,
+)
+from serve_app.security import ConnectionQuota, QuotaDecision
+
+logger = logging.getLogger(__name__)
+
+SubmitFn = Callable[[list[Job]], AsyncIterator[list[Outcome]]]
+ConfigureFn = Callable[[float], Awaitable[float]]
+SendFn = Callable[[str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Entry:
+    frame_id: int
+    received: float  # time.monotonic()
+
+
+class StreamSession:
+    def __init__(
+        self,
+        stream_id: str,
+        config: IngressConfig,
+        *,
+        submit: SubmitFn,
+        configure: ConfigureFn,
+        send: SendFn,
+        quota: ConnectionQuota | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self._quota = quota
+        self.config = config
+        self._submit = submit
+        self._configure = configure
+        self._send = send
+        self._ledger: dict[int, _Entry] = {}
+        self._pending: list[Job] = []
+        self._pending_bytes = 0
+        self._seq = 0
+        self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    @property
+    def unanswered(self) -> int:
+        return len(self._ledger)
+
+    # --- inbound ------------------------------------------------------------
+
+    def receive(self, message: bytes | str) -> int | None:
+        """Handle one client message; returns a close code when the connection must close."""
+        size = len(message)
+        if size > self.config.hard_max_message_bytes:
+            return WS_1009_MESSAGE_TOO_BIG
+        try:
+            parsed = parse_binary(message) if isinstance(message, bytes) else parse_text(message)
+            if isinstance(parsed, PingRequest):
+                self._post(PongAnswer(ts=time.time()).encode())
+            elif isinstance(parsed, ConfigRequest):
+                self._spawn(self._set_fps(parsed.fps))
+            else:
+                decision = self._quota.check(size) if self._quota is not None else QuotaDecision.OK
+                if decision is not QuotaDecision.OK:
+                    self._post(
+                        ErrorAnswer(
+                            frame_id=parsed.frame_id,
+                            code=ErrorCode.RATE_LIMITED,
+                            message="over the connection's frame or byte rate",
+                        ).encode()
+                    )
+                    return WS_1008_POLICY_VIOLATION if decision is QuotaDecision.CLOSE else None
+                self._accept(parsed, size)
+        except ProtocolError as exc:
+            self._post(exc.to_answer().encode())
+        return None
+
+    def _accept(self, frame: Frame, size: int) -> None:
+        if size > self.config.max_message_bytes:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"message of {size} bytes is over {self.config.max_message_bytes}",
+                frame.frame_id,
+            )
+        try:
+            probe(frame.image, self.config.max_pixels)
+        except ProtocolError as exc:
+            exc.frame_id = frame.frame_id
+            raise
+        self._seq += 1
+        now = time.time()
+        job = Job(self._seq, frame.frame_id, frame.image, frame.ts if frame.ts is not None else now, now)
+        self._ledger[job.seq] = _Entry(frame.frame_id, time.monotonic())
+        self._pending.append(job)
+        self._pending_bytes += len(job.image)
+        while len(self._pending) > self.config.max_pending_frames or (
+            self._pending_bytes > self.config.max_pending_bytes and len(self._pending) > 1
+        ):
+            old = self._pending.pop(0)
+            self._pending_bytes -= len(old.image)
+            self._skip(old.seq, SkipReason.SUPERSEDED, job.frame_id)
+        self._wake.set()
+
+    async def _set_fps(self, fps: float) -> None:
+        self._post(ConfigAnswer(fps=await self._configure(fps)).encode())
+
+    # --- outbound -----------------------------------------------------------
+
+    def _post(self, text: str) -> None:
+        self._outbox.put_nowait(text)
+
+    def deliver(self, outcome: Outcome) -> None:
+        entry = self._ledger.pop(outcome.seq, None)
+        if entry is None:
+            return  # answered already (deadline, retry): exactly one answer
+        answer = outcome.answer
+        if isinstance(answer, ResultAnswer):
+            total_ms = round((time.monotonic() - entry.received) * 1000.0, 1)
+            if answer.timing is None:
+                answer.timing = Timing(total_ms=total_ms)
+            else:
+                answer.timing.total_ms = total_ms
+        self._post(answer.encode())
+
+    def _skip(self, seq: int, reason: SkipReason, ref: int | None) -> None:
+        entry = self._ledger.get(seq)
+        if entry is not None:
+            answer = ResultAnswer(frame_id=entry.frame_id, status="skipped", reason=reason, ref_frame_id=ref)
+            self.deliver(Outcome(seq, answer))
+
+    def _fail(self, seq: int, message: str) -> None:
+        entry = self._ledger.get(seq)
+        if entry is not None:
+            answer = ErrorAnswer(frame_id=entry.frame_id, code=ErrorCode.INTERNAL, message=message)
+            self.deliver(Outcome(seq, answer))
+
+    def expire(self, now: float) -> None:
+        """Answer ``overloaded`` every frame older than the deadline (oldest first)."""
+        cutoff = now - self.config.frame_deadline_s
+        for seq, entry in list(self._ledger.items()):
+            if entry.received > cutoff:
+                break
+            self._skip(seq, SkipReason.OVERLOADED, None)
+
+    # --- tasks --------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run(self) -> None:
+        """Forward frames and write answers until :meth:`close`."""
+        self._spawn(self._pump())
+        try:
+            while True:
+                await self._send(await self._outbox.get())
+        finally:
+            self.closed = True
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                jobs = [job for job in self._pending if job.seq in self._ledger]
+                self._pending, self._pending_bytes = [], 0
+                if jobs:
+                    decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    self._spawn(self._forward(jobs, decided, retry=True))
+                    await decided  # one batch at a time is being decided
+
+    async def _forward(self, jobs: list[Job], decided: asyncio.Future[None], *, retry: bool) -> None:
+        try:
+            async for outcomes in self._submit(jobs):
+                for outcome in outcomes:
+                    self.deliver(outcome)
+                if not decided.done():
+                    decided.set_result(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            left = [job for job in jobs if job.seq in self._ledger]
+            logger.warning(
+                "stream %s: sampler call failed (%s), %d frames open", self.stream_id, exc, len(left)
+            )
+            if left and retry:
+                await self._forward(left, decided, retry=False)
+            for job in left:
+                self._fail(job.seq, "the frame could not be processed; the stream goes on")
+        finally:
+            if not decided.done():
+                decided.set_result(None)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) until every accepted frame has its answer out."""
+        deadline = time.monotonic() + timeout_s
+        while (self._ledger or not self._outbox.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for seq in list(self._ledger):
+            self._fail(seq, "the server is shutting down")
+
+    async def flush(self, timeout_s: float = 2.0) -> None:
+        """Answer every open frame now (the connection is closing) and send what is queued."""
+        for seq in list(self._ledger):
+            self._fail(seq, "the connection is closing")
+        deadline = time.monotonic() + timeout_s
+        while not self._outbox.empty() and not self.closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,230 @@
+"""Multi-node placement of k8s/rayservice.yaml on one machine (run by test_multinode.py).
+
+``python -m tests.k8s.multinode_check`` starts a ``ray.cluster_utils.Cluster``
+shaped like the RayService: a head with no CPUs, a "cpu-group" node, and a
+node that declares the custom resource of the gpu-group (standing in for a
+GPU node; it has no Ray CPUs either, as in the manifest). It deploys the
+manifest's own application with the few overrides a machine without GPUs
+needs (MULTINODE_OVERRIDES), checks where each replica landed, streams one
+real image over a WebSocket with a real JWT, and stops every Ray process it
+started, also on failure. Exit status 0 means every check passed.
+
+A subprocess, because the test session shares one Ray instance (conftest.py)
+and a process can only be attached to one cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
+MANIFEST = ROOT / "k8s" / "rayservice.yaml"
+IMAGE = SHARED / "data" / "images" / "text_rec.jpg"
+EXPECTED_TEXT = "韩国小馆"
+GPU_RESOURCE = "ocr_gpu_node"
+# At least 32 bytes: the HS256 minimum the ingress enforces.
+TEST_SECRET = "multinode-check-secret-0123456789abcdef"
+READY_TIMEOUT_S = 300.0
+
+# What differs from the manifest here, and why:
+# - no GPU on this machine: the OCR replica reads on the CPU and asks for no
+#   GPU; it still asks for the gpu-group's custom resource, which is what
+#   places it (the point of this check);
+# - one replica of each, no autoscaling: three replicas fit a 2-core machine;
+# - proxy on the head only: every node shares this machine's ports, so one
+#   proxy per node would collide on the HTTP port. The head's proxy makes the
+#   path cross nodes anyway (head -> cpu node -> "gpu" node).
+MULTINODE_OVERRIDES = (
+    "ocr.device = cpu",
+    "ocr.deployment_config.ray_actor_options.num_gpus: removed",
+    "*.deployment_config.autoscaling_config: removed, num_replicas = 1",
+    "proxy_location = HeadOnly, http_options host/port = 127.0.0.1:<free port>",
+)
+
+
+def log(message: str) -> None:
+    print(f"[multinode] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def manifest_args() -> dict[str, Any]:
+    rayservice = next(d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] == "RayService")
+    serve_config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+    return serve_config["applications"][0]["args"]
+
+
+def multinode_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's args with MULTINODE_OVERRIDES applied."""
+    args = copy.deepcopy(args)
+    args["ocr"]["device"] = "cpu"
+    args["ocr"]["deployment_config"]["ray_actor_options"].pop("num_gpus", None)
+    for section in ("ingress", "sampler", "ocr"):
+        options = args[section]["deployment_config"]
+        options.pop("autoscaling_config", None)
+        options["num_replicas"] = 1
+    return args
+
+
+def make_token(audience: str) -> str:
+    import jwt
+
+    now = int(time.time())
+    claims = {"sub": "multinode", "tenant": "multinode", "aud": audience, "iat": now, "exp": now + 600}
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+
+def wait_healthy(url: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise AssertionError(f"/healthz not 200 within {READY_TIMEOUT_S:.0f} s")
+
+
+def replica_nodes() -> dict[str, set[str]]:
+    """Deployment name -> node ids of its live replica actors."""
+    from ray.util.state import list_actors
+
+    nodes: dict[str, set[str]] = {}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False):
+        # Serve names replica actor classes ServeReplica:<app>:<deployment>.
+        if actor.class_name.startswith("ServeReplica:"):
+            deployment = actor.class_name.split(":")[-1]
+            nodes.setdefault(deployment, set()).add(actor.node_id)
+    return nodes
+
+
+async def stream_one_frame(ws_url: str, token: str) -> dict[str, Any]:
+    import websockets
+
+    from serve_app.protocol import encode_binary_frame
+
+    headers = {"Authorization": f"Bearer {token}"}
+    async with websockets.connect(
+        ws_url, additional_headers=headers, max_size=None, open_timeout=30
+    ) as ws:
+        await ws.send(encode_binary_frame(1, IMAGE.read_bytes(), ts=time.time()))
+        return json.loads(await asyncio.wait_for(ws.recv(), 120))
+
+
+async def refused_without_token(ws_url: str) -> bool:
+    import websockets
+
+    try:
+        async with websockets.connect(ws_url, open_timeout=30) as ws:
+            await ws.recv()
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code == 403
+    except websockets.ConnectionClosed:
+        return False
+    return False
+
+
+def run_checks(head_id: str, cpu_id: str, gpu_id: str) -> None:
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.config import AppConfig
+
+    args = multinode_args(manifest_args())
+    config = AppConfig.model_validate(args)
+    port = free_port()
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(config), name="ocr", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url)
+    log("application healthy")
+
+    nodes = replica_nodes()
+    log(f"replica nodes: { {k: sorted(v) for k, v in nodes.items()} }")
+    names = {"head": head_id, "cpu": cpu_id, "gpu": gpu_id}
+    where = {k: sorted(n for n, i in names.items() if i in v) for k, v in nodes.items()}
+    log(f"placement: {where}")
+    assert nodes.get("OCRModel") == {gpu_id}, f"OCRModel must run on the {GPU_RESOURCE} node only: {where}"
+    for name in ("StreamIngress", "FrameSampler"):
+        assert nodes.get(name) == {cpu_id}, f"{name} must run on the CPU node only: {where}"
+
+    ws_url = url.replace("http://", "ws://") + "/v1/stream?stream_id=multinode"
+    assert asyncio.run(refused_without_token(ws_url)), "a handshake without a token must be refused"
+    answer = asyncio.run(stream_one_frame(ws_url, make_token(config.ingress.security.auth.audience or "")))
+    log(f"answer: {answer}")
+    assert answer.get("type") == "result" and answer.get("status") == "ok", answer
+    text = "".join(line["text"] for line in answer.get("lines", []))
+    assert EXPECTED_TEXT in text, f"expected {EXPECTED_TEXT!r} in {text!r}"
+
+
+def main() -> int:
+    if not IMAGE.is_file():
+        log(f"test image not found: {IMAGE} (set SHARED_DIR)")
+        return 2
+    # The ingress reads the secret from its environment (auth.secret_env);
+    # the nodes started below, and so every replica, inherit this process's env.
+    secret_env = manifest_args()["ingress"]["security"]["auth"]["secret_env"]
+    os.environ[secret_env] = TEST_SECRET
+
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    cluster: Cluster | None = None
+    try:
+        # Head as in the manifest: no CPUs, so no replica can land on it. The
+        # dashboard serves the state API that reports where actors run.
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 0,
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": free_port(),
+            },
+        )
+        # cpu-group: room for one ingress and one sampler replica (1 CPU each).
+        cpu_node = cluster.add_node(num_cpus=2)
+        # gpu-group stand-in: num-cpus "0" and the custom resource, as in the manifest.
+        gpu_node = cluster.add_node(num_cpus=0, resources={GPU_RESOURCE: 1})
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        cluster.wait_for_nodes()
+        head_id = cluster.head_node.node_id
+        log(f"nodes: head={head_id} cpu={cpu_node.node_id} gpu={gpu_node.node_id}")
+        run_checks(head_id, cpu_node.node_id, gpu_node.node_id)
+        log("all checks passed")
+        return 0
+    except Exception as exc:
+        log(f"FAILED: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        for step in (serve.shutdown, ray.shutdown):
+            try:
+                step()
+            except Exception as exc:
+                log(f"cleanup: {step.__module__}.{step.__name__} failed: {exc}")
+        if cluster is not None:
+            cluster.shutdown()
+        log("cluster shut down")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
