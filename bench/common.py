@@ -30,7 +30,9 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def running_app(app_args: dict[str, Any] | None = None, *, model_cls: type | None = None, port: int = 8123) -> Iterator[str]:
+def running_app(
+    app_args: dict[str, Any] | None = None, *, model_cls: type | None = None, port: int = 8123
+) -> Iterator[str]:
     """The application (real model unless ``model_cls``) on 127.0.0.1:port, in this process' Ray."""
     import ray
     from ray import serve
@@ -43,7 +45,9 @@ def running_app(app_args: dict[str, Any] | None = None, *, model_cls: type | Non
         config = AppConfig.model_validate(_merge(config.model_dump(), app_args))
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False})
+        serve.start(
+            http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False}
+        )
         kwargs = {"model_cls": model_cls} if model_cls is not None else {}
         serve.run(build_app(config, **kwargs), name="ocr", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
@@ -69,7 +73,9 @@ def wait_healthy(url: str, timeout_s: float = 300) -> float:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        out[key] = (
+            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
     return out
 
 
@@ -80,3 +86,99 @@ def write_json(path: Any, data: Any) -> None:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# --- added for the load benchmarks (bench/burst.py, many_connections.py, ceiling.py) ---
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process' open-file limit towards ``wanted`` (capped by the hard limit); the new limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def process_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process and of every process it started, by name.
+
+    Ray workers are named by their process title (``ray::ServeReplica:ocr:OCRModel``
+    -> ``ServeReplica:ocr:OCRModel``); this process is ``benchmark (this process)``.
+    """
+    import psutil
+
+    me = psutil.Process()
+    out: dict[str, float] = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            title = " ".join(proc.cmdline()) or proc.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        name = "benchmark (this process)" if proc.pid == me.pid else _process_name(title)
+        out[name] = out.get(name, 0.0) + times.user + times.system
+    return out
+
+
+def _process_name(title: str) -> str:
+    if title.startswith("ray::"):
+        return title[5:].split(" ")[0].split(".")[0]
+    for known in ("raylet", "gcs_server", "haproxy", "dashboard", "log_monitor", "runtime_env", "monitor.py"):
+        if known in title:
+            return known
+    return title.split(" ")[0].rsplit("/", 1)[-1]
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds spent between two :func:`process_cpu` snapshots, by name (largest first)."""
+    names = set(before) | set(after)
+    delta = {n: after.get(n, 0.0) - before.get(n, 0.0) for n in names}
+    return dict(sorted(((n, round(v, 3)) for n, v in delta.items() if v > 0.0005), key=lambda kv: -kv[1]))
+
+
+class ReplicaPoller:
+    """Counts RUNNING replicas of each deployment of ``app`` once per ``period_s`` (in a thread).
+
+    Needs Ray initialised in this process (``running_app`` does); samples are
+    ``{"t": seconds since start(), "<deployment>": running, ...}``.
+    """
+
+    def __init__(self, app: str = "ocr", period_s: float = 1.0) -> None:
+        import threading
+
+        self.app = app
+        self.period_s = period_s
+        self.samples: list[dict[str, Any]] = []
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replica-poller", daemon=True)
+        self._t0 = 0.0
+
+    def start(self, t0: float | None = None) -> ReplicaPoller:
+        self._t0 = time.perf_counter() if t0 is None else t0
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.samples
+
+    def _run(self) -> None:
+        from ray import serve
+
+        while not self._stop.is_set():
+            try:
+                app = serve.status().applications[self.app]
+                sample: dict[str, Any] = {"t": round(time.perf_counter() - self._t0, 2)}
+                for name, deployment in app.deployments.items():
+                    sample[name] = sum(
+                        n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING")
+                    )
+                self.samples.append(sample)
+            except Exception as exc:  # the poller must never stop a benchmark
+                self.error = f"{type(exc).__name__}: {exc}"[:300]
+            self._stop.wait(self.period_s)

@@ -84,7 +84,7 @@ def main() -> None:
         "per_image": rows,
         "all": {"direct_ms": summary(every_d), "websocket_ms": summary(every_w)},
         "ratio_p50": round(float(np.median(every_w)) / float(np.median(every_d)), 3),
-        "command": "python -m bench.latency --reps %d" % args.reps,
+        "command": f"python -m bench.latency --reps {args.reps}",
     }
     write_json(ROOT / "docs" / "bench" / "latency.json", result)
     print(json.dumps(result, indent=2))

@@ -28,6 +28,7 @@ import serve_app
 from serve_app.config import IngressConfig
 from serve_app.images import probe
 from serve_app.jobs import Job, Outcome
+from serve_app.metrics import IngressMetrics
 from serve_app.protocol import (
     PROTOCOL_VERSION,
     WS_1001_GOING_AWAY,
@@ -78,6 +79,7 @@ class StreamIngress:
         self._sessions: dict[StreamSession, WebSocket] = {}
         self._expiry: asyncio.Task[None] | None = None
         self._info: dict[str, Any] | None = None
+        self._metrics = IngressMetrics()
         self._auth = Authenticator(config.security)
         self._limiter = ConnectionLimiter(config.security.limits)
         if not self._auth.enabled:
@@ -208,6 +210,7 @@ class StreamIngress:
             ),
             send=ws.send_text,
             quota=quota,
+            observer=self._metrics,
         )
         self._sessions[session] = ws
         self._start_expiry()
@@ -252,6 +255,8 @@ class StreamIngress:
             now = time.monotonic()
             for session in list(self._sessions):
                 session.expire(now)
+            self._metrics.streams.set(len(self._sessions))
+            self._metrics.pending.set(sum(s.unanswered for s in self._sessions))
 
     async def __del__(self) -> None:
         """Shutdown: answer what is in flight, then tell clients to reconnect (1012)."""

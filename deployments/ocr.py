@@ -19,9 +19,11 @@ import numpy as np
 import ray
 from ray import serve
 
+from serve_app.autoscaling import DEMAND, DemandBook
 from serve_app.config import OCRConfig
 from serve_app.images import decode_bgr
 from serve_app.jobs import ReaderInfo, ReadReply
+from serve_app.metrics import ModelMetrics
 from serve_app.protocol import ErrorCode, ProtocolError
 from serve_app.reader import TextReader, choose_device
 
@@ -47,6 +49,8 @@ class OCRModel:
         device = choose_device(config.device, config.engine, ray.get_gpu_ids())
         self._reader = TextReader(config, device)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddleocr")
+        self._demand = DemandBook()
+        self._metrics = ModelMetrics()
         self._reader.read([warmup_image()])
         self._read_batch.set_max_batch_size(config.max_batch_size)
         self._read_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
@@ -56,12 +60,26 @@ class OCRModel:
     def get_deployment_options(cls, config: OCRConfig) -> dict[str, Any]:
         return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
 
-    async def read(self, image: bytes) -> ReadReply:
+    async def read(self, image: bytes, demand: tuple[str, int] | None = None) -> ReadReply:
+        """Read one frame; ``demand`` is (sampler replica, reads it wants now), for autoscaling."""
+        if demand is not None:
+            self._demand.report(*demand)
         return await self._read_batch((image, time.time()))
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def _read_batch(self, items: list[tuple[bytes, float]]) -> list[ReadReply]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._read_sync, items)
+        replies = await asyncio.get_running_loop().run_in_executor(self._thread, self._read_sync, items)
+        self._metrics.batch_size.observe(len(items))
+        self._metrics.latency.observe(replies[0].ocr_ms)
+        for reply in replies:
+            self._metrics.queue.observe(reply.queue_ms)
+        return replies
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metric: the demand the samplers report (serve_app/autoscaling.py)."""
+        demand = self._demand.total()
+        self._metrics.demand.set(demand)
+        return {DEMAND: float(demand)}
 
     def _read_sync(self, items: list[tuple[bytes, float]]) -> list[ReadReply]:
         start = time.time()

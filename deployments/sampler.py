@@ -14,15 +14,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ray import serve
 from ray.serve.config import RequestRouterConfig
 from ray.serve.handle import DeploymentHandle
-from serve_app.dedup import ChangeDetector
 
 from serve_app.config import SamplerConfig
+from serve_app.dedup import ChangeDetector
 from serve_app.jobs import Job, Outcome, ReaderInfo, ReadReply
+from serve_app.metrics import SamplerMetrics
 from serve_app.sampling import Sampler
 
-_EXPIRY_PERIOD_S = 5.0
+_TICK_S = 1.0  # metrics
+_EXPIRY_TICKS = 5  # idle streams are looked for every 5 ticks
 
 DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
     "name": "FrameSampler",
@@ -43,25 +46,32 @@ class FrameSampler:
         self._sampler = Sampler(
             config, read=self._read, detector=ChangeDetector(config.dedup), max_pixels=max_pixels
         )
-        self._expiry: asyncio.Task[None] | None = None
+        self._id = serve.get_replica_context().replica_id.unique_id
+        self._metrics = SamplerMetrics()
+        self._ticker: asyncio.Task[None] | None = None
 
     @classmethod
     def get_deployment_options(cls, config: SamplerConfig) -> dict[str, Any]:
         return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
 
-    async def _read(self, job: Job) -> ReadReply:
-        return await self._ocr.read.remote(job.image)
+    async def _read(self, job: Job, demand: int) -> ReadReply:
+        return await self._ocr.read.remote(job.image, (self._id, demand))
 
-    async def _expire_idle(self) -> None:
+    async def _tick(self) -> None:
+        reported, ticks = 0, 0
         while True:
-            await asyncio.sleep(_EXPIRY_PERIOD_S)
-            self._sampler.expire_idle()
+            await asyncio.sleep(_TICK_S)
+            ticks += 1
+            if ticks % _EXPIRY_TICKS == 0:
+                self._sampler.expire_idle()
+            self._metrics.update(self._sampler.stats, self._sampler.reads - reported)
+            reported = self._sampler.reads
 
     async def submit(
         self, stream_id: str, jobs: list[Job], fps: float | None = None, oneshot: bool = False
     ) -> AsyncIterator[list[Outcome]]:
-        if self._expiry is None:
-            self._expiry = asyncio.get_running_loop().create_task(self._expire_idle())
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
         async for outcomes in self._sampler.submit(stream_id, jobs, fps=fps, oneshot=oneshot):
             yield outcomes
         if oneshot:
@@ -88,5 +98,6 @@ class FrameSampler:
         }
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Live knobs (fps, dedup thresholds, admission) for every stream."""
-        self._sampler.config = self._sampler.config.updated(user_config)  # type: ignore[assignment]
+        """Live knobs (fps, dedup thresholds, admission) for every stream, no restart."""
+        config: SamplerConfig = self._sampler.config.updated(user_config)  # type: ignore[assignment]
+        self._sampler.reconfigure(config, ChangeDetector(config.dedup))

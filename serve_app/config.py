@@ -202,8 +202,14 @@ class DedupConfig(BaseConfig):
 class SamplerConfig(BaseConfig):
     default_fps: float = Field(5.0, gt=0, description="Target read rate of a stream that asks for none.")
     max_fps: float = Field(30.0, gt=0, description="The highest target rate a stream may ask for.")
+    min_reads_in_flight: int = Field(
+        1, ge=1, description="Reads one sampler replica keeps at the model at least (admission window floor)."
+    )
     max_reads_in_flight: int = Field(
-        4, ge=1, description="OCR calls one sampler replica keeps open at once (admission)."
+        32,
+        ge=1,
+        description="Cap of the admission window. Within [min, max] the window adapts: it grows while "
+        "reads start at once and shrinks when they queue at the model for longer than a batch takes.",
     )
     stream_idle_timeout_s: float = Field(
         60.0, gt=0, description="Stream state is dropped after this long without frames."
@@ -219,9 +225,11 @@ class SamplerConfig(BaseConfig):
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")
 
     @model_validator(mode="after")
-    def _fps_ordered(self) -> SamplerConfig:
+    def _ordered(self) -> SamplerConfig:
         if self.default_fps > self.max_fps:
             raise ValueError("default_fps must be <= max_fps")
+        if self.min_reads_in_flight > self.max_reads_in_flight:
+            raise ValueError("min_reads_in_flight must be <= max_reads_in_flight")
         return self
 
 

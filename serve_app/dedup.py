@@ -97,8 +97,9 @@ class ChangeDetector:
         gray = decode_gray(data, max_pixels, c.width).astype(np.float32)
         detail = gray - cv2.GaussianBlur(gray, (0, 0), c.contrast_sigma)
         side = 2 * round(2 * c.contrast_sigma) + 1  # a box about as wide as a Gaussian of 2 sigma
-        spread = np.sqrt(cv2.blur(detail * detail, (side, side)))
-        contrast = detail / np.maximum(spread, c.contrast_floor)
+        # (a box sum of squares may come out a hair below zero: the floor also keeps sqrt real)
+        variance = cv2.blur(detail * detail, (side, side))
+        contrast = detail / np.sqrt(np.maximum(variance, c.contrast_floor**2))
         quantised = np.clip(np.rint(contrast * _SCALE), -127, 127).astype(np.int8)
         return Fingerprint((info.width, info.height), quantised)
 

@@ -25,7 +25,7 @@ from serve_app.protocol import ErrorAnswer, ErrorCode, Line, ProtocolError, Resu
 
 logger = logging.getLogger(__name__)
 
-ReadFn = Callable[[Job], Awaitable[ReadReply]]
+ReadFn = Callable[[Job, int], Awaitable[ReadReply]]  # (job, demand: reads wanted right now)
 _RATE_TOLERANCE = 0.9  # a frame up to 10% early for its slot is read: camera clocks jitter
 _CLOCK_JUMP_S = 2.0  # a capture clock that goes back further than this restarted
 
@@ -94,8 +94,15 @@ class Sampler:
         self._streams: dict[str, _Stream] = {}
         self._ready: deque[_Stream] = deque()  # streams with a frame waiting for a read slot
         self._in_flight = 0
+        self._window = float(config.min_reads_in_flight)  # admission window, adapted per reply
+        self.reads = 0  # reads started, ever (for metrics)
 
     # --- public API ---------------------------------------------------------
+
+    def reconfigure(self, config: SamplerConfig, detector: ChangeDetector) -> None:
+        self.config = config
+        self._detector = detector
+        self._window = min(max(self._window, config.min_reads_in_flight), config.max_reads_in_flight)
 
     def effective_fps(self, fps: float | None) -> float:
         return min(fps or self.config.default_fps, self.config.max_fps)
@@ -120,11 +127,17 @@ class Sampler:
         return len(idle)
 
     @property
-    def stats(self) -> dict[str, int]:
+    def demand(self) -> int:
+        """Reads wanted right now: in flight plus streams with a frame waiting (autoscaling signal)."""
+        return self._in_flight + len(self._ready)
+
+    @property
+    def stats(self) -> dict[str, float]:
         return {
             "streams": len(self._streams),
             "reads_in_flight": self._in_flight,
             "waiting": len(self._ready),
+            "window": round(self._window, 2),
         }
 
     async def submit(
@@ -225,7 +238,7 @@ class Sampler:
             ticket.skip(SkipReason.OVERLOADED, stream.ref.frame_id if stream.ref else None)
 
     def _pump(self) -> None:
-        while self._in_flight < self.config.max_reads_in_flight and self._ready:
+        while self._in_flight < int(self._window) and self._ready:
             stream = self._ready.popleft()
             stream.queued = False
             ticket = stream.waiting
@@ -236,6 +249,7 @@ class Sampler:
                 ticket.timer.cancel()
             stream.reading = True
             self._in_flight += 1
+            self.reads += 1
             ref = _Reference(ticket.job.frame_id, ticket.fingerprint, time.monotonic())
             if not stream.oneshot:
                 stream.ref = ref  # later frames are compared with this one from now on
@@ -244,6 +258,7 @@ class Sampler:
     async def _read_one(self, stream: _Stream, ticket: _Ticket, ref: _Reference) -> None:
         started = time.time()
         reply = await self._read_with_retry(ticket.job)
+        self._adapt(reply)
         self._in_flight -= 1
         stream.reading = False
         if reply.lines is not None:
@@ -272,11 +287,28 @@ class Sampler:
             self._enqueue(stream)
         self._pump()
 
+    def _adapt(self, reply: ReadReply) -> None:
+        """AIMD on the admission window: back off when reads queue at the model.
+
+        A read that waited at the model longer than a batch takes means the
+        model replicas hold a backlog: shrink. A read that started at once
+        while the window was full means there may be room: grow by 1/window
+        (one more slot per window of completed reads). The window follows the
+        model's capacity as replicas come and go, with no replica count needed.
+        """
+        low, high = self.config.min_reads_in_flight, self.config.max_reads_in_flight
+        if reply.lines is None and reply.error_code == ErrorCode.INTERNAL:
+            return
+        if reply.queue_ms > max(reply.ocr_ms, 1.0):
+            self._window = max(low, self._window * 0.75)
+        elif self._in_flight >= int(self._window) and self._ready:
+            self._window = min(high, self._window + 1.0 / self._window)
+
     async def _read_with_retry(self, job: Job) -> ReadReply:
         """One retry when a replica fails (dies, restarts): never a retry storm."""
         for attempt in (1, 2):
             try:
-                return await asyncio.wait_for(self._read(job), self.config.read_timeout_s)
+                return await asyncio.wait_for(self._read(job, self.demand), self.config.read_timeout_s)
             except TimeoutError:
                 return ReadReply(
                     error_code=ErrorCode.INTERNAL, error_message="the model did not answer in time"

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from serve_app.config import IngressConfig
 from serve_app.images import probe
@@ -48,6 +49,14 @@ ConfigureFn = Callable[[float], Awaitable[float]]
 SendFn = Callable[[str], Awaitable[None]]
 
 
+class Observer(Protocol):
+    """What the session reports (metrics); ``serve_app.metrics.IngressMetrics`` in the service."""
+
+    def received(self) -> None: ...
+
+    def answered(self, answer: ResultAnswer | ErrorAnswer) -> None: ...
+
+
 @dataclass(slots=True)
 class _Entry:
     frame_id: int
@@ -64,9 +73,11 @@ class StreamSession:
         configure: ConfigureFn,
         send: SendFn,
         quota: ConnectionQuota | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._quota = quota
+        self._observer = observer
         self.config = config
         self._submit = submit
         self._configure = configure
@@ -91,6 +102,7 @@ class StreamSession:
         size = len(message)
         if size > self.config.hard_max_message_bytes:
             return WS_1009_MESSAGE_TOO_BIG
+        parsed: Frame | ConfigRequest | PingRequest | None = None
         try:
             parsed = parse_binary(message) if isinstance(message, bytes) else parse_text(message)
             if isinstance(parsed, PingRequest):
@@ -98,20 +110,23 @@ class StreamSession:
             elif isinstance(parsed, ConfigRequest):
                 self._spawn(self._set_fps(parsed.fps))
             else:
-                decision = self._quota.check(size) if self._quota is not None else QuotaDecision.OK
-                if decision is not QuotaDecision.OK:
-                    self._post(
-                        ErrorAnswer(
-                            frame_id=parsed.frame_id,
-                            code=ErrorCode.RATE_LIMITED,
-                            message="over the connection's frame or byte rate",
-                        ).encode()
-                    )
-                    return WS_1008_POLICY_VIOLATION if decision is QuotaDecision.CLOSE else None
-                self._accept(parsed, size)
+                if self._observer is not None:
+                    self._observer.received()
+                return self._admit(parsed, size)
         except ProtocolError as exc:
-            self._post(exc.to_answer().encode())
+            if parsed is None and self._observer is not None:
+                self._observer.received()  # an unreadable message answered as a frame
+            self._reply(exc.to_answer())
         return None
+
+    def _admit(self, frame: Frame, size: int) -> int | None:
+        decision = self._quota.check(size) if self._quota is not None else QuotaDecision.OK
+        if decision is QuotaDecision.OK:
+            self._accept(frame, size)
+            return None
+        message = "over the connection's frame or byte rate"
+        self._reply(ErrorAnswer(frame_id=frame.frame_id, code=ErrorCode.RATE_LIMITED, message=message))
+        return WS_1008_POLICY_VIOLATION if decision is QuotaDecision.CLOSE else None
 
     def _accept(self, frame: Frame, size: int) -> None:
         if size > self.config.max_message_bytes:
@@ -147,6 +162,12 @@ class StreamSession:
     def _post(self, text: str) -> None:
         self._outbox.put_nowait(text)
 
+    def _reply(self, answer: ResultAnswer | ErrorAnswer) -> None:
+        """Every frame's one answer goes out through here."""
+        if self._observer is not None:
+            self._observer.answered(answer)
+        self._post(answer.encode())
+
     def deliver(self, outcome: Outcome) -> None:
         entry = self._ledger.pop(outcome.seq, None)
         if entry is None:
@@ -158,7 +179,7 @@ class StreamSession:
                 answer.timing = Timing(total_ms=total_ms)
             else:
                 answer.timing.total_ms = total_ms
-        self._post(answer.encode())
+        self._reply(answer)
 
     def _skip(self, seq: int, reason: SkipReason, ref: int | None) -> None:
         entry = self._ledger.get(seq)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -34,7 +35,9 @@ def images() -> Path:
 def ray_session() -> Iterator[None]:
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # Logical CPUs, not cores: room for a second application (tests that need
+    # other settings, e.g. auth on) beside the one of configs/serve.yaml.
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     from ray import serve
 
@@ -55,18 +58,54 @@ def service_url(ray_session: None) -> Iterator[str]:
     config = AppConfig.from_file(SERVE_CONFIG)
     serve.run(build_app(config), name="ocr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    wait_healthy(url)
+    yield url
+    serve.delete("ocr")
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def deploy_app(service_url: str) -> Iterator[Callable[[str, dict[str, Any]], str]]:
+    """Deploy another application (configs/serve.yaml's args + overrides) at /<name>; returns its URL."""
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.config import AppConfig
+
+    names: list[str] = []
+
+    def deploy(name: str, overrides: dict[str, Any]) -> str:
+        base = AppConfig.from_file(SERVE_CONFIG).model_dump(mode="json")
+        config = AppConfig.model_validate(merged(base, overrides))
+        serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+        names.append(name)
+        url = f"{service_url}/{name}"
+        wait_healthy(url)
+        return url
+
+    yield deploy
+    for name in names:
+        serve.delete(name)
+
+
+def wait_healthy(url: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    else:
-        pytest.fail("the application did not become healthy within 300 s")
-    yield url
-    serve.delete("ocr")
+    pytest.fail(f"{url} did not become healthy within {timeout_s} s")
 
 
 @pytest.fixture(scope="session")

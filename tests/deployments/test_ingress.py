@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import websockets
 from PIL import Image
 
 from serve_app.protocol import encode_binary_frame, encode_text_frame
+from tests.fakes import jpeg_bomb, png_bomb
 
 pytestmark = pytest.mark.serve
 
@@ -44,29 +42,6 @@ class Stream:
 async def open_stream(ws_url: str, query: str = "") -> Stream:
     ws = await websockets.connect(ws_url + query, max_size=None, open_timeout=30)
     return Stream(ws)
-
-
-def png_bomb(width: int = 50_000, height: int = 50_000) -> bytes:
-    """A tiny PNG whose header claims width x height pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def jpeg(text_color: int = 0, size: tuple[int, int] = (320, 120), seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
 
 
 def texts(answer: dict[str, Any]) -> list[str]:
@@ -127,12 +102,13 @@ async def test_each_error_code_and_the_stream_goes_on(ws_url: str, images: Path)
     await ws.send(encode_binary_frame(1, b"definitely not an image"))
     await ws.send(encode_binary_frame(2, good[: len(good) // 2]))  # a JPEG cut in half
     await ws.send(encode_binary_frame(3, png_bomb()))
+    await ws.send(encode_binary_frame(5, jpeg_bomb()))
     await ws.send(struct.pack(">I", 999) + b"{}")  # header length lies
     await ws.send(encode_binary_frame(4, good, ts=100.0))
-    got = {a["frame_id"]: a for a in await stream.answers(5)}
+    got = {a["frame_id"]: a for a in await stream.answers(6)}
     assert got[1]["code"] == "bad_image"
     assert got[2]["code"] == "bad_image"
-    assert got[3]["code"] == "too_large"
+    assert got[3]["code"] == "too_large" and got[5]["code"] == "too_large"
     assert got[None]["code"] == "bad_message"
     assert got[4]["status"] == "ok" and texts(got[4]) == ["韩国小馆"]
     await ws.close()

@@ -122,9 +122,7 @@ async def stream_one_frame(ws_url: str, token: str) -> dict[str, Any]:
     from serve_app.protocol import encode_binary_frame
 
     headers = {"Authorization": f"Bearer {token}"}
-    async with websockets.connect(
-        ws_url, additional_headers=headers, max_size=None, open_timeout=30
-    ) as ws:
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=None, open_timeout=30) as ws:
         await ws.send(encode_binary_frame(1, IMAGE.read_bytes(), ts=time.time()))
         return json.loads(await asyncio.wait_for(ws.recv(), 120))
 

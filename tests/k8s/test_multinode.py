@@ -7,7 +7,9 @@ be attached to only one cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,10 +53,9 @@ def ray_tmpdir() -> Iterator[str]:
     yield path
     # Every Ray process of the check must be gone; stop stragglers by pid.
     for pid in _pids_using(path):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_ocr_on_gpu_node_ingress_elsewhere_stream_across_nodes(ray_tmpdir: str) -> None:

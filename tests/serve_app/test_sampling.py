@@ -43,7 +43,7 @@ class StandInModel:
         self.gate.set()
         self.failures = 0
 
-    async def __call__(self, job: Job) -> ReadReply:
+    async def __call__(self, job: Job, demand: int) -> ReadReply:
         self.reads.append(job.image)
         await self.gate.wait()
         if self.failures:
@@ -56,7 +56,9 @@ class StandInModel:
 
 def make(**overrides: Any) -> tuple[Sampler, StandInModel]:
     model = StandInModel()
-    config = SamplerConfig(**{"default_fps": 30.0, "max_reads_in_flight": 4, **overrides})
+    config = SamplerConfig(
+        **{"default_fps": 30.0, "min_reads_in_flight": 4, "max_reads_in_flight": 4, **overrides}
+    )
     return Sampler(config, read=model, detector=StandInDetector(), max_pixels=10**8), model  # type: ignore[arg-type]
 
 
@@ -144,7 +146,7 @@ async def test_latest_frame_wins_while_waiting() -> None:
 
 
 async def test_fair_share_between_a_fast_and_a_slow_stream() -> None:
-    sampler, model = make(max_reads_in_flight=1)
+    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1)
 
     pending: list[asyncio.Task[Any]] = []
 
@@ -155,7 +157,7 @@ async def test_fair_share_between_a_fast_and_a_slow_stream() -> None:
             )
             await asyncio.sleep(period / 10)
 
-    async def slow_model(j: Job) -> ReadReply:
+    async def slow_model(j: Job, demand: int) -> ReadReply:
         model.reads.append(j.image)
         await asyncio.sleep(0.01)
         return ReadReply(lines=[])
@@ -168,7 +170,7 @@ async def test_fair_share_between_a_fast_and_a_slow_stream() -> None:
 
 
 async def test_overloaded_when_no_read_slot_in_time() -> None:
-    sampler, model = make(max_reads_in_flight=1, admission_timeout_s=0.1)
+    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, admission_timeout_s=0.1)
     model.gate.clear()
     a = asyncio.create_task(collect(sampler, "a", [job(1, b"A", 0.0)]))
     await asyncio.sleep(0.01)
@@ -231,3 +233,34 @@ async def test_clock_restart_does_not_stall_a_stream(fps: float) -> None:
     await collect(sampler, "s", [job(1, b"A", 1000.0)])
     got = await collect(sampler, "s", [job(2, b"B", 3.0)])  # the camera rebooted: its clock starts again
     assert got[2]["status"] == "ok"
+
+
+async def test_admission_window_backs_off_when_reads_queue_at_the_model() -> None:
+    sampler, _ = make(min_reads_in_flight=1, max_reads_in_flight=8)
+
+    async def model(j: Job, demand: int) -> ReadReply:
+        await asyncio.sleep(0.005)
+        return ReadReply(lines=[], ocr_ms=5.0, queue_ms=50.0 if queueing else 0.0)
+
+    sampler._read = model
+    queueing = False
+    await asyncio.gather(*(collect(sampler, f"s{i}", [job(i, b"A", 0.0)]) for i in range(60)))
+    grown = sampler.stats["window"]
+    assert grown > 2, "reads that start at once let the window grow"
+    queueing = True
+    await asyncio.gather(*(collect(sampler, f"t{i}", [job(i, b"A", 0.0)]) for i in range(60)))
+    assert sampler.stats["window"] < grown / 2, "reads that queue at the model shrink it"
+
+
+async def test_demand_reaches_the_model() -> None:
+    sampler, _ = make(min_reads_in_flight=1, max_reads_in_flight=1)
+    seen: list[int] = []
+
+    async def model(j: Job, demand: int) -> ReadReply:
+        seen.append(demand)
+        await asyncio.sleep(0.01)
+        return ReadReply(lines=[])
+
+    sampler._read = model
+    await asyncio.gather(*(collect(sampler, f"s{i}", [job(i, b"A", 0.0)]) for i in range(5)))
+    assert max(seen) >= 4, "in flight plus the streams waiting"

@@ -1,0 +1,84 @@
+"""The service's metrics, through Ray's metrics API (exported on each node's Prometheus endpoint).
+
+Ray prefixes every name with ``ray_`` on export; docs/metrics.md lists them
+and deploy/grafana-dashboard.json charts them. Labels never carry a secret, a
+token or a stream id (unbounded cardinality): only the deployment's own tags,
+an answer's status/reason/code.
+"""
+
+from __future__ import annotations
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+from serve_app.protocol import ErrorAnswer, ResultAnswer
+
+LATENCY_MS = [5, 10, 25, 50, 100, 200, 300, 500, 750, 1000, 2000, 5000, 10000]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64]
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.frames = Counter("ocr_frames_received", description="Frames received at the ingress.")
+        self.answers = Counter(
+            "ocr_answers",
+            description="Frame answers by outcome: ok, skipped (by reason), error (by code).",
+            tag_keys=("outcome",),
+        )
+        self.latency = Histogram(
+            "ocr_answer_latency_ms",
+            description="From frame received to its answer handed to the socket (ms), by outcome.",
+            boundaries=LATENCY_MS,
+            tag_keys=("outcome",),
+        )
+        self.streams = Gauge("ocr_open_streams", description="Open WebSocket streams on this replica.")
+        self.pending = Gauge("ocr_ingress_unanswered", description="Frames received and not yet answered.")
+
+    def received(self) -> None:
+        self.frames.inc()
+
+    def answered(self, answer: ResultAnswer | ErrorAnswer) -> None:
+        if isinstance(answer, ErrorAnswer):
+            outcome = f"error:{answer.code}"
+        else:
+            outcome = "ok" if answer.status == "ok" else f"skipped:{answer.reason}"
+        tags = {"outcome": outcome}
+        self.answers.inc(tags=tags)
+        if isinstance(answer, ResultAnswer) and answer.timing is not None:
+            self.latency.observe(answer.timing.total_ms, tags=tags)
+
+
+class SamplerMetrics:
+    def __init__(self) -> None:
+        self.reads = Counter("ocr_frames_read", description="Frames sent to the model.")
+        self.streams = Gauge("ocr_sampler_streams", description="Streams with state on this replica.")
+        self.in_flight = Gauge("ocr_reads_in_flight", description="Reads at the model now.")
+        self.waiting = Gauge(
+            "ocr_admission_queue", description="Streams with a frame waiting for a read slot."
+        )
+        self.window = Gauge("ocr_admission_window", description="Reads this replica may keep at the model.")
+
+    def update(self, stats: dict[str, float], new_reads: int) -> None:
+        if new_reads:
+            self.reads.inc(new_reads)
+        self.streams.set(stats["streams"])
+        self.in_flight.set(stats["reads_in_flight"])
+        self.waiting.set(stats["waiting"])
+        self.window.set(stats["window"])
+
+
+class ModelMetrics:
+    def __init__(self) -> None:
+        self.batch_size = Histogram(
+            "ocr_batch_size", description="Frames per model call.", boundaries=BATCH_SIZES
+        )
+        self.latency = Histogram(
+            "ocr_model_latency_ms",
+            description="Model time of a batch, decode included (ms).",
+            boundaries=LATENCY_MS,
+        )
+        self.queue = Histogram(
+            "ocr_model_queue_ms",
+            description="Time a frame waited at the model replica before its batch started (ms).",
+            boundaries=LATENCY_MS,
+        )
+        self.demand = Gauge("ocr_demand", description="Reads wanted now, as reported by the samplers.")

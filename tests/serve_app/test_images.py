@@ -1,0 +1,106 @@
+"""Images as users send them (no Ray, no model)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve_app.images import decode_bgr, decode_gray, probe
+from serve_app.protocol import ErrorCode, ProtocolError
+from tests.fakes import jpeg_bomb, png_bomb
+
+LIMIT = 40_000_000
+
+
+def encode(image: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def code_of(fn: object, *args: object) -> ErrorCode:
+    with pytest.raises(ProtocolError) as info:
+        fn(*args)  # type: ignore[operator]
+    return info.value.code
+
+
+def text_on_transparent(color: tuple[int, int, int]) -> Image.Image:
+    image = Image.new("RGBA", (40, 20), (*color, 0))  # transparent pixels carry the text colour too
+    for x in range(10, 30):
+        for y in range(8, 12):
+            image.putpixel((x, y), (*color, 255))
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+def test_formats_decode_to_bgr(fmt: str) -> None:
+    rgb = Image.new("RGB", (64, 32), (200, 30, 10))
+    bgr = decode_bgr(encode(rgb, fmt), LIMIT)
+    assert bgr.shape == (32, 64, 3) and bgr.dtype == np.uint8
+    b, _g, r = bgr[16, 32].tolist()
+    assert r > 150 and b < 60, "channels in BGR order"
+
+
+@pytest.mark.parametrize("color", [(255, 255, 255), (0, 0, 0)])
+def test_text_on_a_transparent_canvas_stays_visible(color: tuple[int, int, int]) -> None:
+    bgr = decode_bgr(encode(text_on_transparent(color), "PNG"), LIMIT).astype(int)
+    text, background = bgr[10, 20], bgr[2, 2]
+    assert abs(int(text.mean()) - int(background.mean())) > 200
+
+
+def test_shared_transparent_png_has_visible_text(images: Path) -> None:
+    bgr = decode_bgr((images / "white_font_color_transparent.png").read_bytes(), LIMIT)
+    assert bgr.std() > 30
+
+
+def test_exif_orientation_applied(images: Path) -> None:
+    raw = Image.open(images / "img_exif_orientation.jpg")
+    assert raw.getexif().get(0x0112) == 3  # stored upside down
+    stored = np.asarray(raw.convert("RGB"))[..., ::-1]
+    bgr = decode_bgr((images / "img_exif_orientation.jpg").read_bytes(), LIMIT)
+    assert np.array_equal(bgr, np.rot90(stored, 2))
+
+
+def test_grey_palette_and_16_bit() -> None:
+    grey = Image.new("L", (20, 10), 77)
+    assert decode_bgr(encode(grey, "PNG"), LIMIT)[5, 5].tolist() == [77, 77, 77]
+    palette = Image.new("RGB", (20, 10), (0, 0, 255)).convert("P")
+    assert decode_bgr(encode(palette, "PNG"), LIMIT)[5, 5].tolist() == [255, 0, 0]
+    deep = Image.fromarray(np.full((10, 20), 40000, np.uint16))
+    assert abs(int(decode_bgr(encode(deep, "PNG"), LIMIT)[5, 5, 0]) - 40000 * 255 // 65535) <= 1
+
+
+def test_truncated_jpeg_is_bad_image(images: Path) -> None:
+    data = (images / "ch_en_num.jpg").read_bytes()
+    assert code_of(decode_bgr, data[: len(data) // 2], LIMIT) is ErrorCode.BAD_IMAGE
+    assert code_of(decode_gray, data[: len(data) // 2], LIMIT, 160) is ErrorCode.BAD_IMAGE
+
+
+def test_garbage_and_unsupported_formats_are_bad_image() -> None:
+    assert code_of(probe, b"hello", LIMIT) is ErrorCode.BAD_IMAGE
+    gif = encode(Image.new("RGB", (4, 4)), "GIF")
+    assert code_of(probe, gif, LIMIT) is ErrorCode.BAD_IMAGE
+
+
+@pytest.mark.parametrize("header", [png_bomb(), jpeg_bomb()])
+def test_pixel_bombs_are_too_large_without_decoding(header: bytes) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    assert code_of(decode_bgr, header, LIMIT) is ErrorCode.TOO_LARGE
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10 * 1024 * 1024
+
+
+def test_zero_sized_is_bad_image() -> None:
+    assert code_of(probe, png_bomb(0, 10), LIMIT) is ErrorCode.BAD_IMAGE
+
+
+def test_gray_thumbnail_for_dedup(images: Path) -> None:
+    gray = decode_gray((images / "ch_en_num.jpg").read_bytes(), LIMIT, 160)
+    assert gray.shape[1] == 160 and gray.ndim == 2 and gray.dtype == np.uint8
