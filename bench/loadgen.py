@@ -111,6 +111,17 @@ def frame_pool(
     ]
 
 
+def sized_pool(n: int, target_bytes: int, *, seed: int = 0) -> list[bytes]:
+    """``n`` distinct 640x480 labels at the JPEG quality whose frames come closest to ``target_bytes``."""
+
+    def mean_size(quality: int) -> float:
+        frames = frame_pool(8, quality=quality, seed=seed)
+        return sum(len(f) for f in frames) / len(frames)
+
+    best = min(range(40, 100, 5), key=lambda q: abs(mean_size(q) - target_bytes))
+    return frame_pool(n, quality=best, seed=seed)
+
+
 # --- the schedule -------------------------------------------------------------
 
 
@@ -174,6 +185,7 @@ class FrameRecord:
     outcome: str | None = None
     answers: int = 0
     ocr_ms: float | None = None
+    queue_ms: float | None = None  # the server's timing of a read frame
 
 
 @dataclass(slots=True)
@@ -210,6 +222,7 @@ class LoadSpec:
     max_frames: int | None = None  # per stream, then the stream stops sending
     stream_fps: float | None = None  # the ``fps`` query parameter (target processing rate)
     ping_interval_s: float | None = 1.0
+    ping_every_nth: int = 1  # only streams whose number is a multiple of this ping (many connections)
     drain_s: float = 30.0  # after a stream's last frame: wait at most this long for answers
     open_timeout_s: float = 30.0
     keepalive_s: float | None = 20.0  # the websockets client's own keepalive (library default)
@@ -228,6 +241,7 @@ class LoadGen:
         self._opening = True
         self.stopped_opening_at: float | None = None
         self.open_connections = 0
+        self._finish_at = math.inf
 
     def now(self) -> float:
         return time.perf_counter() - self._t0
@@ -236,6 +250,10 @@ class LoadGen:
         if self._opening:
             self._opening = False
             self.stopped_opening_at = self.now()
+
+    def finish_at(self, t: float) -> None:
+        """Every stream stops sending at ``t`` (seconds from the start), whatever the schedule."""
+        self._finish_at = min(self._finish_at, t)
 
     async def run(self, monitor: Callable[[LoadGen], None] | None = None) -> LoadResult:
         self._t0 = time.perf_counter()
@@ -270,7 +288,7 @@ class LoadGen:
         counter = [0, offset]  # next frame_id, next pool index
         for start, end in stream_intervals(self.spec.phases, stats.stream):
             await asyncio.sleep(max(0.0, start - self.now()))
-            if not self._opening:
+            if not self._opening or self.now() >= self._finish_at:
                 return
             await self._connection(stats, end, counter)
 
@@ -302,7 +320,8 @@ class LoadGen:
         self.open_connections += 1
         link = _Link(ws)
         receiver = asyncio.create_task(self._receive(link, stats))
-        pinger = asyncio.create_task(self._ping(link, end)) if spec.ping_interval_s is not None else None
+        pinging = spec.ping_interval_s is not None and stats.stream % spec.ping_every_nth == 0
+        pinger = asyncio.create_task(self._ping(link, end)) if pinging else None
         try:
             await self._send(link, stats, end, counter)
         except ConnectionClosed:
@@ -355,7 +374,7 @@ class LoadGen:
                 late = max(0.0, self.now() - next_at)
                 next_at += period
             now = self.now()
-            if now >= end:
+            if now >= end or now >= self._finish_at:
                 return
             frame_id = counter[0]
             counter[0] += 1
@@ -370,7 +389,7 @@ class LoadGen:
     async def _ping(self, link: _Link, end: float) -> None:
         interval = self.spec.ping_interval_s or 1.0
         await asyncio.sleep(random.random() * interval)
-        while self.now() < end:
+        while self.now() < min(end, self._finish_at):
             link.pings.append(self.now())
             await link.ws.send('{"type":"ping"}')
             await asyncio.sleep(interval)
@@ -411,7 +430,8 @@ class LoadGen:
                     record.outcome = f"error:{answer.get('code')}"
                 elif answer.get("status") == READ:
                     record.outcome = READ
-                    record.ocr_ms = (answer.get("timing") or {}).get("ocr_ms")
+                    timing = answer.get("timing") or {}
+                    record.ocr_ms, record.queue_ms = timing.get("ocr_ms"), timing.get("queue_ms")
                 else:
                     record.outcome = f"skipped:{answer.get('reason')}"
                 link.room.set()
@@ -517,6 +537,10 @@ def analyse(result: LoadResult) -> dict[str, Any]:
         "outcomes": _outcomes(frames),
         "read_latency_ms": _latency(frames) | {"max": _max_ms(frames)},
         "answer_latency_ms": _latency(frames, None),
+        "server_timing_of_reads_ms": {
+            "ocr_ms": summary([r.ocr_ms for r in frames if r.ocr_ms is not None]),
+            "queue_ms": summary([r.queue_ms for r in frames if r.queue_ms is not None]),
+        },
         "ping_rtt_ms": summary(_ms(pings)) | {"max": round(max(_ms(pings), default=float("nan")), 1)},
         "pings_unanswered": sum(s.pings_unanswered for s in result.streams),
         "connections_opened": sum(len(s.connects) for s in result.streams),

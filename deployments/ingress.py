@@ -41,7 +41,7 @@ from serve_app.protocol import (
     validate_stream_id,
 )
 from serve_app.security import Authenticator, AuthError, ConnectionLimiter, ConnectionQuota, QuotaDecision
-from serve_app.session import StreamSession
+from serve_app.session import ByteBudget, StreamSession
 
 logger = logging.getLogger("ray.serve")
 
@@ -80,6 +80,7 @@ class StreamIngress:
         self._expiry: asyncio.Task[None] | None = None
         self._info: dict[str, Any] | None = None
         self._metrics = IngressMetrics()
+        self._budget = ByteBudget(config.max_held_bytes)
         self._auth = Authenticator(config.security)
         self._limiter = ConnectionLimiter(config.security.limits)
         if not self._auth.enabled:
@@ -211,6 +212,7 @@ class StreamIngress:
             send=ws.send_text,
             quota=quota,
             observer=self._metrics,
+            budget=self._budget,
         )
         self._sessions[session] = ws
         self._start_expiry()

@@ -56,7 +56,9 @@ def stream_url(url: str) -> str:
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
         raise ValueError(f"expected a ws://, wss://, http:// or https:// URL, got {url!r}")
-    path = parts.path if parts.path.strip("/") else "/v1/stream"
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1/stream"):
+        path += "/v1/stream"  # a base URL, possibly under a route prefix
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
@@ -213,14 +215,19 @@ class OCRStreamClient:
             self._answer(msg.frame_id, msg)
 
     async def _reconnect(self) -> ClientConnection:
+        """Back off and reconnect. A refused handshake is retried too: while a replica restarts,
+        Serve's proxy refuses WebSocket upgrades with 403, the same status as a bad token; a
+        token that is really refused still ends the stream once the retries are spent."""
         base, cap = self._backoff
+        last: OCRClientError = ConnectionRefused(f"could not reconnect to {self.url}")
         for attempt in range(self._max_retries):
             await asyncio.sleep(min(cap, base * 2**attempt) * random.uniform(0.5, 1.0))
             try:
                 return await self._connect()
-            except ConnectionRefused as exc:
+            except (ConnectionRefused, AuthRejected) as exc:
                 log.info("reconnect attempt %d failed: %s", attempt + 1, exc)
-        raise ConnectionRefused(f"could not reconnect to {self.url} after {self._max_retries} attempts")
+                last = exc
+        raise type(last)(f"{last} (after {self._max_retries} reconnect attempts)")
 
     async def _transmit(self, ws: ClientConnection, frame_id: int) -> None:
         pending = self._pending[frame_id]

@@ -134,7 +134,13 @@ class IngressConfig(BaseConfig):
         "with the sampler; beyond it the oldest are answered `superseded`.",
     )
     max_pending_bytes: int = Field(
-        32 * MiB, gt=0, description="Bytes of frames one connection may hold in the ingress (memory bound)."
+        16 * MiB, gt=0, description="Bytes of frames one connection may hold in the ingress (memory bound)."
+    )
+    max_held_bytes: int = Field(
+        512 * MiB,
+        gt=0,
+        description="Image bytes one ingress replica holds for unanswered frames, all connections "
+        "together; a frame beyond it is answered `overloaded` at once (memory bound).",
     )
     frame_deadline_s: float = Field(
         10.0, gt=0, description="No frame waits longer than this for its answer (`overloaded` then)."
@@ -176,7 +182,7 @@ class DedupConfig(BaseConfig):
         8.0, ge=0, le=64, description="A larger motion of the view than this is a change (re-read)."
     )
     subpixel_tolerance: float = Field(
-        0.5,
+        0.3,
         ge=0,
         le=1,
         description="Misalignment left after registration that is forgiven, as a fraction of a pixel.",
@@ -191,7 +197,7 @@ class DedupConfig(BaseConfig):
         8, ge=2, le=64, description="Side of the square (about one character) whose residual is scored."
     )
     threshold: float = Field(
-        0.025,
+        0.015,
         gt=0,
         description="Change score above which a frame is a change: the mean excess residual "
         "of the most changed block.",

@@ -47,7 +47,7 @@ class Fingerprint:
 class Comparison:
     same: bool
     score: float  # mean excess residual of the most changed block; inf: not comparable
-    shift: tuple[float, float] = (0.0, 0.0)  # motion of the view, px of the grey image
+    shift: tuple[float, float] = (0.0, 0.0)  # content's motion from b to a, px of the grey image
     rotation_deg: float = 0.0
     where: tuple[int, int] | None = None  # (x, y) of the most changed block, px of the source
 
@@ -112,8 +112,9 @@ class ChangeDetector:
         fb = b.contrast.astype(np.float32) * (1 / _SCALE)
         h, w = fa.shape
         m = _register(fa, fb)
-        shift = (float(m[0, 2]), float(m[1, 2]))
-        rotation = math.degrees(math.atan2(float(m[1, 0]), float(m[0, 0])))
+        moved = cv2.invertAffineTransform(m)  # the content's motion from b to a
+        shift = (float(moved[0, 2]), float(moved[1, 2]))
+        rotation = math.degrees(math.atan2(float(moved[1, 0]), float(moved[0, 0])))
         corners = np.float32([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]])
         motion = float(np.abs(corners @ m.T - corners[:, :2]).max())
         if motion > c.max_shift:

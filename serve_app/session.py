@@ -61,6 +61,24 @@ class Observer(Protocol):
 class _Entry:
     frame_id: int
     received: float  # time.monotonic()
+    nbytes: int
+
+
+class ByteBudget:
+    """Image bytes an ingress replica holds for unanswered frames, all connections together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, nbytes: int) -> bool:
+        if self.held + nbytes > self.limit:
+            return False
+        self.held += nbytes
+        return True
+
+    def give(self, nbytes: int) -> None:
+        self.held -= nbytes
 
 
 class StreamSession:
@@ -74,10 +92,12 @@ class StreamSession:
         send: SendFn,
         quota: ConnectionQuota | None = None,
         observer: Observer | None = None,
+        budget: ByteBudget | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._quota = quota
         self._observer = observer
+        self._budget = budget or ByteBudget(config.max_held_bytes)
         self.config = config
         self._submit = submit
         self._configure = configure
@@ -140,10 +160,16 @@ class StreamSession:
         except ProtocolError as exc:
             exc.frame_id = frame.frame_id
             raise
+        if not self._budget.take(len(frame.image)):
+            # Memory is bounded: shed at once rather than hold more frames.
+            answer = ResultAnswer(frame_id=frame.frame_id, status="skipped", reason=SkipReason.OVERLOADED)
+            answer.timing = Timing(total_ms=0.0)
+            self._reply(answer)
+            return
         self._seq += 1
         now = time.time()
         job = Job(self._seq, frame.frame_id, frame.image, frame.ts if frame.ts is not None else now, now)
-        self._ledger[job.seq] = _Entry(frame.frame_id, time.monotonic())
+        self._ledger[job.seq] = _Entry(frame.frame_id, time.monotonic(), len(frame.image))
         self._pending.append(job)
         self._pending_bytes += len(job.image)
         while len(self._pending) > self.config.max_pending_frames or (
@@ -172,6 +198,7 @@ class StreamSession:
         entry = self._ledger.pop(outcome.seq, None)
         if entry is None:
             return  # answered already (deadline, retry): exactly one answer
+        self._budget.give(entry.nbytes)
         answer = outcome.answer
         if isinstance(answer, ResultAnswer):
             total_ms = round((time.monotonic() - entry.received) * 1000.0, 1)
@@ -268,6 +295,10 @@ class StreamSession:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        """Stop (the client is gone): give back what the unanswered frames held."""
+        for entry in self._ledger.values():
+            self._budget.give(entry.nbytes)
+        self._ledger.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -50,13 +50,13 @@ def service_url(ray_session: None) -> Iterator[str]:
     """The real application of configs/serve.yaml (real PaddleOCR) on a free port."""
     from ray import serve
 
-    from serve_app.app import build_app
+    from serve_app.app import compose
     from serve_app.config import AppConfig
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     config = AppConfig.from_file(SERVE_CONFIG)
-    serve.run(build_app(config), name="ocr", route_prefix="/", blocking=False)
+    serve.run(compose(config), name="ocr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url)
     yield url
@@ -72,20 +72,26 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def app_config(overrides: dict[str, Any]) -> Any:
+    """configs/serve.yaml's args with ``overrides`` merged in, validated."""
+    from serve_app.config import AppConfig
+
+    return AppConfig.model_validate(
+        merged(AppConfig.from_file(SERVE_CONFIG).model_dump(mode="json"), overrides)
+    )
+
+
 @pytest.fixture(scope="session")
 def deploy_app(service_url: str) -> Iterator[Callable[[str, dict[str, Any]], str]]:
     """Deploy another application (configs/serve.yaml's args + overrides) at /<name>; returns its URL."""
     from ray import serve
 
-    from serve_app.app import build_app
-    from serve_app.config import AppConfig
+    from serve_app.app import compose
 
     names: list[str] = []
 
     def deploy(name: str, overrides: dict[str, Any]) -> str:
-        base = AppConfig.from_file(SERVE_CONFIG).model_dump(mode="json")
-        config = AppConfig.model_validate(merged(base, overrides))
-        serve.run(build_app(config), name=name, route_prefix=f"/{name}")
+        serve.run(compose(app_config(overrides)), name=name, route_prefix=f"/{name}")
         names.append(name)
         url = f"{service_url}/{name}"
         wait_healthy(url)

@@ -22,6 +22,7 @@ import os
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,15 @@ READY_TIMEOUT_S = 300.0
 # - no GPU on this machine: the OCR replica reads on the CPU and asks for no
 #   GPU; it still asks for the gpu-group's custom resource, which is what
 #   places it (the point of this check);
-# - one replica of each, no autoscaling: three replicas fit a 2-core machine;
+# - one replica of each (autoscaling kept, min = max = 1, so the demand
+#   policy is loaded by the controller): three replicas fit a 2-core machine;
 # - proxy on the head only: every node shares this machine's ports, so one
 #   proxy per node would collide on the HTTP port. The head's proxy makes the
 #   path cross nodes anyway (head -> cpu node -> "gpu" node).
 MULTINODE_OVERRIDES = (
     "ocr.device = cpu",
     "ocr.deployment_config.ray_actor_options.num_gpus: removed",
-    "*.deployment_config.autoscaling_config: removed, num_replicas = 1",
+    "*.deployment_config.autoscaling_config.min_replicas = max_replicas = 1",
     "proxy_location = HeadOnly, http_options host/port = 127.0.0.1:<free port>",
 )
 
@@ -75,9 +77,8 @@ def multinode_args(args: dict[str, Any]) -> dict[str, Any]:
     args["ocr"]["device"] = "cpu"
     args["ocr"]["deployment_config"]["ray_actor_options"].pop("num_gpus", None)
     for section in ("ingress", "sampler", "ocr"):
-        options = args[section]["deployment_config"]
-        options.pop("autoscaling_config", None)
-        options["num_replicas"] = 1
+        autoscaling = args[section]["deployment_config"]["autoscaling_config"]
+        autoscaling["min_replicas"] = autoscaling["max_replicas"] = 1
     return args
 
 
@@ -143,14 +144,14 @@ async def refused_without_token(ws_url: str) -> bool:
 def run_checks(head_id: str, cpu_id: str, gpu_id: str) -> None:
     from ray import serve
 
-    from serve_app.app import build_app
+    from serve_app.app import compose
     from serve_app.config import AppConfig
 
     args = multinode_args(manifest_args())
     config = AppConfig.model_validate(args)
     port = free_port()
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(config), name="ocr", route_prefix="/", blocking=False)
+    serve.run(compose(config), name="ocr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url)
     log("application healthy")
@@ -212,6 +213,7 @@ def main() -> int:
         return 0
     except Exception as exc:
         log(f"FAILED: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
         return 1
     finally:
         for step in (serve.shutdown, ray.shutdown):

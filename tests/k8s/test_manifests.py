@@ -46,32 +46,32 @@ RAYSERVICE_OVERRIDES = frozenset(
         "proxy_location",  # EveryNode: a proxy on every cpu-group pod
         "http_options.host",  # 0.0.0.0: reached on the pod IP
         _APP + "ingress.security.auth",  # on, secret from a Secret, audience
-        _APP + "ingress.deployment_config.num_replicas",  # replaced by autoscaling
-        _APP + "ingress.deployment_config.autoscaling_config",
-        _APP + "ingress.deployment_config.ray_actor_options.num_cpus",
+        _APP + "ingress.security.limits.max_connections_per_tenant",  # real tenants now
+        _APP + "ingress.deployment_config.ray_actor_options.num_cpus",  # a core each
+        _APP + "ingress.deployment_config.autoscaling_config.min_replicas",  # 2: HA
+        _APP + "ingress.deployment_config.autoscaling_config.max_replicas",
         _APP + "sampler.max_reads_in_flight",  # feeds up to 8 GPU replicas
-        _APP + "sampler.deployment_config.num_replicas",
-        _APP + "sampler.deployment_config.autoscaling_config",
         _APP + "sampler.deployment_config.ray_actor_options.num_cpus",
+        _APP + "sampler.deployment_config.autoscaling_config.min_replicas",
+        _APP + "sampler.deployment_config.autoscaling_config.max_replicas",
         _APP + "ocr.device",  # gpu: fail loudly without CUDA
         _APP + "ocr.max_batch_size",
-        _APP + "ocr.deployment_config.num_replicas",
-        _APP + "ocr.deployment_config.autoscaling_config",
-        _APP + "ocr.deployment_config.max_ongoing_requests",
-        _APP + "ocr.deployment_config.ray_actor_options.num_cpus",  # 0: gpu nodes have no Ray CPUs
+        _APP + "ocr.deployment_config.ray_actor_options.num_cpus",  # 0: gpu pods have no Ray CPUs
         _APP + "ocr.deployment_config.ray_actor_options.num_gpus",
         _APP + "ocr.deployment_config.ray_actor_options.resources",  # ocr_gpu_node
+        _APP + "ocr.deployment_config.autoscaling_config.max_replicas",
+        _APP + "ocr.deployment_config.autoscaling_config.target_ongoing_requests",  # a GPU batch
+        _APP + "ocr.deployment_config.autoscaling_config.downscale_delay_s",  # GPU pods are slow
     }
 )
 
 # configs/serve.gpu.yaml over configs/serve.yaml (one GPU machine).
 GPU_OVERRIDES = frozenset(
     {
-        _APP + "sampler.max_reads_in_flight",
         _APP + "ocr.device",
         _APP + "ocr.max_batch_size",
-        _APP + "ocr.deployment_config.max_ongoing_requests",
         _APP + "ocr.deployment_config.ray_actor_options.num_gpus",
+        _APP + "ocr.deployment_config.autoscaling_config.max_replicas",  # one GPU, one replica
     }
 )
 
@@ -343,13 +343,12 @@ def test_cpu_deployments_cannot_land_on_gpu_or_head_nodes() -> None:
         assert not options.get("num_gpus") and not options.get("resources")
 
 
-def test_sampler_admission_can_drive_ocr_to_its_maximum() -> None:
+def test_samplers_can_feed_every_gpu_replica() -> None:
+    """The admission caps together allow two full batches at every OCR replica."""
     app = AppConfig.model_validate(app_args(serve_config_v2()))
-    sampler_min = app.sampler.deployment_config["autoscaling_config"]["min_replicas"]
-    ocr = app.ocr.deployment_config["autoscaling_config"]
-    assert (
-        sampler_min * app.sampler.max_reads_in_flight >= ocr["max_replicas"] * ocr["target_ongoing_requests"]
-    )
+    samplers = app.sampler.deployment_config["autoscaling_config"]["min_replicas"]
+    ocr_max = app.ocr.deployment_config["autoscaling_config"]["max_replicas"]
+    assert samplers * app.sampler.max_reads_in_flight >= ocr_max * 2 * app.ocr.max_batch_size
 
 
 def test_autoscaling_and_upgrades() -> None:

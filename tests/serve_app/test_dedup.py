@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import cv2
@@ -75,15 +76,17 @@ def test_what_cameras_do_to_a_still_scene_is_not_a_change(
     assert verdict.score <= DedupConfig().threshold / 2, "less than half the threshold: a margin"
 
 
-# One character of one line, each with the camera effects of a live frame. 5->6, 3->8,
-# 1->7 and 8->0 differ by a stroke or two.
+# One character of one line, each with the camera effects of a live frame. In this font
+# 6 and 8 differ by one short arc, 5 and 6 by one stroke: the hardest pairs.
 ONE_CHARACTER = [
+    ("PRICE $35.86", "PRICE $35.88"),
+    ("PRICE $35.86", "PRICE $36.86"),
+    ("LOT 48213", "LOT 46213"),
     ("LOT 48213", "LOT 48218"),
     ("LOT 48213", "LOT 48713"),
     ("LOT 48213", "LOT 40213"),
     ("EXP 2027-03-14", "EXP 2027-08-14"),
     ("EXP 2027-03-14", "EXP 2027-03-11"),
-    ("PRICE $35.86", "PRICE $36.86"),
     ("PRICE $35.86", "PRICE $35.80"),
     ("PRICE $35.86", "PRICE $85.86"),
     ("GREEK YOGURT", "GREEK YOGHRT"),
@@ -99,7 +102,7 @@ def test_one_changed_character_is_a_change(
     effects = {"dx": -1.3, "dy": 0.8, "angle_deg": 0.15, "gain": 1.15, "noise": noise(20), "quality": 70}
     verdict = detector.compare(shot(detector, render_scene(lines, table), **effects), reference)
     assert not verdict.same, verdict
-    assert verdict.score >= 2 * DedupConfig().threshold, "twice the threshold: a margin"
+    assert verdict.score >= 1.5 * DedupConfig().threshold, "a margin above the threshold"
     # The change is located on the card, near the line that changed.
     assert verdict.where is not None
     x, y = verdict.where
@@ -161,7 +164,7 @@ def test_camera_stream_is_deterministic_and_changes_are_mostly_one_character() -
     assert gaps.min() >= 0.5 - 1 / 30
     assert gaps.max() <= 3.0 + 1 / 30
     assert sum(f.one_char for f in changes) >= 0.4 * len(changes)
-    for before, after in zip(a, a[1:], strict=False):
+    for before, after in itertools.pairwise(a):
         assert after.changed == (after.text != before.text)
     assert {f.quality for f in a} <= set(range(60, 96))
     assert min(f.quality for f in a) <= 65

@@ -169,3 +169,33 @@ async def test_rate_limit_then_close_1008() -> None:
     assert limited and min(limited) == 2
     answered = sorted(a["frame_id"] for a in sent)
     assert answered == sorted(set(answered)), "exactly one answer per frame"
+
+
+async def test_held_bytes_are_bounded_across_connections() -> None:
+    from serve_app.session import ByteBudget
+
+    budget = ByteBudget(3 * len(png()))
+    sampler = StandInSampler(delay=0.3)
+    sent: list[dict[str, Any]] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    sessions = [
+        StreamSession(
+            f"s{k}", IngressConfig(), submit=sampler.submit, configure=None, send=send, budget=budget
+        )  # type: ignore[arg-type]
+        for k in range(2)
+    ]
+    writers = [asyncio.create_task(s.run()) for s in sessions]
+    for i in range(4):
+        sessions[i % 2].receive(encode_binary_frame(i, png()))
+    assert budget.held == 3 * len(png())
+    await asyncio.sleep(0.5)
+    for w in writers:
+        w.cancel()
+    for s in sessions:
+        await s.close()
+    assert sorted(a["frame_id"] for a in sent) == [0, 1, 2, 3]
+    assert [a["reason"] for a in sent if a["frame_id"] == 3] == ["overloaded"]
+    assert budget.held == 0, "bytes are given back when frames are answered"

@@ -1,0 +1,197 @@
+"""Many connections: K mostly idle streams, opened gradually, held; how many with p99 bounded?
+
+    python -m bench.many_connections                       # stand-in model, 1 frame/s per stream
+    python -m bench.many_connections --frame-interval 30   # nearly idle streams: the connection count
+    python -m bench.many_connections --real-model          # PaddleOCR instead of the stand-in
+
+Opens streams at ``--ramp`` a second up to ``--target``, then holds ``--hold``
+seconds. Every stream sends one small JPEG (160x120, new text each time) every
+``--frame-interval`` seconds; every ``--ping-every``-th stream pings once a
+second. When the read latency p99 (frames answered in the last 3 s) stays over
+``--bound-ms`` for 3 s, no more streams are opened (``--no-stop`` keeps
+ramping) and the streams open so far are held.
+
+By default the model is the do-nothing stand-in (bench/standin.py): this
+measures the serving path, not PaddleOCR. All clients are tenant
+``anonymous`` (auth off), so the per-tenant connection limit and the ingress'
+``max_ongoing_requests`` are raised for the run (``APP_ARGS``) and reported.
+
+Writes docs/bench/many_connections.json (one key per ``--label``) and
+docs/bench/many_connections_<label>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from bench.common import (
+    ROOT,
+    cpu_delta,
+    machine_info,
+    percentile,
+    process_cpu,
+    raise_nofile,
+    running_app,
+    standin_model_cls,
+    wait_for_no_ray,
+    write_json,
+)
+from bench.loadgen import READ, LoadGen, LoadSpec, Phase, analyse, frame_pool, print_totals
+from bench.plots import plot_runs
+
+OUT = ROOT / "docs" / "bench"
+APP_ARGS: dict[str, Any] = {
+    "ingress": {
+        "security": {"limits": {"max_connections_per_tenant": 20_000}},
+        "deployment_config": {"max_ongoing_requests": 10_000},
+    }
+}
+WINDOW_S = 3.0
+
+
+class BreachWatch:
+    """Stops opening streams once the recent read p99 stays over the bound for ``patience`` ticks."""
+
+    def __init__(self, bound_ms: float, patience: int = 3, enabled: bool = True) -> None:
+        self.bound_ms = bound_ms
+        self.patience = patience
+        self.enabled = enabled
+        self.over = 0
+        self.breached_at: float | None = None
+        self.connections_at_breach: int | None = None
+
+    def __call__(self, gen: LoadGen) -> None:
+        now = gen.now()
+        recent = [
+            (r.answered - r.sent) * 1000.0
+            for s in gen.stats
+            for r in s.frames[-int(WINDOW_S * 4) - 2 :]
+            if r.answered is not None and r.outcome == READ and now - r.answered <= WINDOW_S
+        ]
+        self.over = self.over + 1 if recent and percentile(recent, 99) > self.bound_ms else 0
+        if self.over >= self.patience and self.breached_at is None:
+            self.breached_at = round(now, 1)
+            self.connections_at_breach = gen.open_connections
+            if self.enabled:
+                gen.stop_opening()
+
+
+def held(analysis: dict[str, Any], bound_ms: float) -> dict[str, Any]:
+    """The most connections open in a second whose read p99 was within the bound (before any breach)."""
+    best, first_breach = 0, None
+    for row in analysis["timeseries"]:
+        p99 = row["read_p99_ms"]
+        if p99 is not None and p99 > bound_ms:
+            first_breach = row["t"]
+            break
+        best = max(best, row["open_connections"])
+    return {"max_connections_with_read_p99_within_bound": best, "first_second_over_bound": first_breach}
+
+
+def hold_stats(analysis: dict[str, Any], since: float) -> dict[str, Any]:
+    rows = [r for r in analysis["timeseries"] if r["t"] >= since and r["sent"]]
+    p99s = [r["read_p99_ms"] for r in rows if r["read_p99_ms"] is not None]
+    pings = [r["ping_max_ms"] for r in rows if r["ping_max_ms"] is not None]
+    return {
+        "from_s": since,
+        "seconds": len(rows),
+        "open_connections": max((r["open_connections"] for r in rows), default=0),
+        "frames_per_s": round(sum(r["sent"] for r in rows) / len(rows), 1) if rows else 0,
+        "worst_second_read_p99_ms": max(p99s, default=None),
+        "worst_second_ping_max_ms": max(pings, default=None),
+    }
+
+
+async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dict[str, Any]:
+    ramp_s = args.target / args.ramp
+    spec = LoadSpec(
+        url=url,
+        phases=[Phase(args.target, ramp_s + args.hold, ramp_per_s=args.ramp)],
+        frames=frame_pool(args.pool, width=160, height=120, quality=80, seed=args.seed),
+        fps=1.0 / args.frame_interval,
+        ping_interval_s=1.0,
+        ping_every_nth=args.ping_every,
+        drain_s=args.drain_s,
+        open_timeout_s=60.0,
+        stream_prefix="many",
+        seed=args.seed,
+    )
+    machine = machine_info()
+    before = process_cpu()
+    result = await LoadGen(spec).run(monitor=watch)
+    analysis = analyse(result)
+    analysis["machine_at_start"] = machine
+    analysis.pop("per_stream")  # thousands of rows; the totals say it
+    analysis["cpu_s_by_process"] = cpu_delta(before, process_cpu())
+    hold_from = result.stopped_opening_at if result.stopped_opening_at is not None else ramp_s
+    analysis["result"] = {
+        **held(analysis, args.bound_ms),
+        "bound_ms": args.bound_ms,
+        "target_connections": args.target,
+        "stopped_opening_at_s": result.stopped_opening_at,
+        "connections_at_breach": watch.connections_at_breach,
+        "hold": hold_stats(analysis, hold_from),
+        "connection_errors": analysis["totals"]["connection_errors"],
+        "abnormal_closes": analysis["totals"]["abnormal_closes"],
+        "read_latency_ms": analysis["totals"]["read_latency_ms"],
+        "ping_rtt_ms": analysis["totals"]["ping_rtt_ms"],
+        "every_frame_answered_once": analysis["totals"]["every_frame_answered_once"],
+    }
+    return analysis
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--target", type=int, default=5000, help="connections to open")
+    parser.add_argument("--ramp", type=float, default=500.0, help="connections opened per second")
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds held after the ramp")
+    parser.add_argument(
+        "--frame-interval", type=float, default=1.0, help="seconds between frames of a stream"
+    )
+    parser.add_argument("--bound-ms", type=float, default=1000.0, help="read p99 bound")
+    parser.add_argument("--no-stop", action="store_true", help="keep opening after the bound is exceeded")
+    parser.add_argument("--ping-every", type=int, default=50, help="every n-th stream pings once a second")
+    parser.add_argument("--drain-s", type=float, default=20.0)
+    parser.add_argument("--pool", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--real-model", action="store_true", help="PaddleOCR instead of the stand-in")
+    parser.add_argument("--label", default=None, help="key in the JSON (default from the settings)")
+    args = parser.parse_args()
+
+    label = args.label or f"{'real' if args.real_model else 'standin'}_every_{args.frame_interval:g}s"
+    nofile = raise_nofile(4 * args.target + 4096)  # before Ray starts: its workers inherit it
+    wait_for_no_ray()
+    model_cls = None
+    if not args.real_model:
+        model_cls = standin_model_cls()
+    watch = BreachWatch(args.bound_ms, enabled=not args.no_stop)
+    started = time.time()
+    with running_app(APP_ARGS, model_cls=model_cls, port=args.port) as url:
+        analysis = asyncio.run(measure(url, args, watch))
+    analysis["model"] = (
+        "PaddleOCR (real)" if args.real_model else "do-nothing stand-in (bench/standin.py): serving path only"
+    )
+    analysis["app_args_overrides"] = APP_ARGS
+    analysis["rlimit_nofile"] = nofile
+    analysis["command"] = "python -m bench.many_connections " + " ".join(sys.argv[1:])
+    analysis["started"] = started
+    print_totals(label, analysis)
+    print(json.dumps(analysis["result"], indent=2))
+
+    path = OUT / "many_connections.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report[label] = analysis
+    write_json(path, report)
+    plot_runs({label: analysis}, OUT / f"many_connections_{label}.png", f"Many connections ({label})")
+
+
+if __name__ == "__main__":
+    main()

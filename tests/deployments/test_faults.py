@@ -1,0 +1,199 @@
+"""Faults under a real Ray Serve: replicas die, config changes, memory floods. Nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+import ray
+import websockets
+from ray import serve
+
+from serve_app.client import OCRStreamClient
+from serve_app.protocol import encode_binary_frame
+from tests.conftest import app_config, wait_healthy
+
+pytestmark = pytest.mark.serve
+
+FIXED = {"autoscaling_config": None, "num_replicas": 1}
+FAULTS = {
+    "ingress": {"deployment_config": FIXED},
+    "sampler": {"deployment_config": FIXED},
+    "ocr": {"deployment_config": FIXED},
+}
+
+
+@pytest.fixture(scope="module")
+def faults_url(deploy_app: Any) -> str:
+    return deploy_app("faults", FAULTS)
+
+
+def replica(app: str, deployment: str) -> Any:
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#")
+    ]
+    assert len(names) == 1, names
+    return ray.get_actor(names[0], namespace="serve")
+
+
+def replica_pid(app: str, deployment: str) -> int:
+    return ray.get(replica(app, deployment).__ray_call__.remote(lambda self: __import__("os").getpid()))
+
+
+def alternating(images: Path) -> list[bytes]:
+    return [(images / "text_rec.jpg").read_bytes(), (images / "short.png").read_bytes()]
+
+
+async def stream_while(
+    ws_url: str, frames: list[bytes], seconds: float, fps: float, during: Any
+) -> list[dict]:
+    """Send alternating frames for ``seconds``; run ``during()`` a third of the way in; all answers."""
+    answers: list[dict] = []
+    async with websockets.connect(ws_url + "?fps=30", max_size=None, open_timeout=60) as ws:
+
+        async def read() -> None:
+            async for text in ws:
+                answers.append(json.loads(text))
+
+        reader = asyncio.create_task(read())
+        sent = 0
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            await ws.send(encode_binary_frame(sent, frames[sent % len(frames)], ts=sent / fps))
+            sent += 1
+            if sent == int(seconds * fps / 3):
+                await asyncio.get_running_loop().run_in_executor(None, during)
+            await asyncio.sleep(1 / fps)
+        deadline = time.monotonic() + 60
+        while len(answers) < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        reader.cancel()
+    assert sorted(a["frame_id"] for a in answers) == list(range(sent)), "exactly one answer per frame"
+    return answers
+
+
+async def test_model_replica_dies_mid_stream(faults_url: str, images: Path) -> None:
+    ws_url = faults_url.replace("http", "ws") + "/v1/stream"
+    before = replica("faults", "OCRModel")
+    answers = await stream_while(
+        ws_url, alternating(images), 30, 4, lambda: ray.kill(replica("faults", "OCRModel"), no_restart=True)
+    )
+    after = replica("faults", "OCRModel")
+    assert after._actor_id != before._actor_id, "Serve replaced the dead replica"
+    statuses = [a.get("status") or a.get("code") for a in answers]
+    assert "internal" in statuses or "skipped" in statuses, "the frames it held were answered"
+    assert statuses[-8:].count("ok") >= 4, "reads flow again on the new replica"
+
+
+async def test_ingress_replica_dies_client_reconnects(faults_url: str, images: Path) -> None:
+    frames = alternating(images)
+    got: list[Any] = []
+    async with OCRStreamClient(
+        faults_url, fps=30, max_in_flight=2, backoff_max=2.0, max_retries=30
+    ) as client:
+
+        async def read() -> None:
+            async for answer in client.results():
+                got.append(answer)
+
+        reader = asyncio.create_task(read())
+        for i in range(40):
+            await client.send(frames[i % 2], ts=float(i))
+            if i == 10:
+                ray.kill(replica("faults", "StreamIngress"), no_restart=True)
+            await asyncio.sleep(0.25)
+        await client.close(timeout=90)
+        await reader
+    assert sorted(a.frame_id for a in got) == list(range(40)), "one answer per frame across the reconnect"
+    late = [a for a in got if a.frame_id >= 30]
+    assert sum(a.type == "result" and a.status == "ok" for a in late) >= 5, "the stream goes on after"
+
+
+def deploy_declaratively(name: str, sampler_user_config: dict[str, Any]) -> None:
+    """As `serve deploy` / `serve run <config>` do: the path where Serve updates in place."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    args = app_config(FAULTS).model_dump(mode="json")
+    app = {
+        "name": name,
+        "route_prefix": f"/{name}",
+        "import_path": "serve_app.app:build_app",
+        "args": args,
+        "deployments": [{"name": "FrameSampler", "user_config": sampler_user_config}],
+    }
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True)
+
+
+async def test_user_config_applies_in_place(service_url: str) -> None:
+    run = asyncio.get_running_loop().run_in_executor
+    await run(None, deploy_declaratively, "live", {"max_fps": 30.0})
+    await run(None, wait_healthy, f"{service_url}/live")
+    model = replica("live", "OCRModel")._actor_id
+    async with websockets.connect(
+        service_url.replace("http", "ws") + "/live/v1/stream", open_timeout=60
+    ) as ws:
+        await ws.send('{"type": "config", "fps": 20}')
+        assert json.loads(await ws.recv()) == {"type": "config", "fps": 20.0}
+        await run(None, deploy_declaratively, "live", {"max_fps": 10.0})
+        effective = 20.0
+        deadline = time.monotonic() + 60
+        while effective != 10.0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            await ws.send('{"type": "config", "fps": 20}')
+            effective = json.loads(await ws.recv())["fps"]
+        assert effective == 10.0, "the new max_fps applies to the open stream"
+        await ws.send('{"type": "ping"}')
+        assert json.loads(await ws.recv())["type"] == "pong", "the connection stayed open"
+    assert replica("live", "OCRModel")._actor_id == model, "the model was not restarted"
+    serve.delete("live")
+
+
+def big_jpeg(seed: int) -> bytes:
+    import cv2
+
+    noise = np.random.default_rng(seed).integers(0, 255, (1500, 2200, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+
+
+async def test_flood_of_large_frames_stays_within_memory(deploy_app: Any) -> None:
+    held = 128 * 1024 * 1024
+    url = deploy_app("flood", {**FAULTS, "ingress": {"max_held_bytes": held, "deployment_config": FIXED}})
+    ws_url = url.replace("http", "ws") + "/v1/stream"
+    frames = [big_jpeg(i) for i in range(4)]
+    assert min(len(f) for f in frames) > 5 * 1024 * 1024
+    ingress = psutil.Process(replica_pid("flood", "StreamIngress"))
+    base = ingress.memory_info().rss
+    peak = base
+    answered: dict[int, int] = {}
+
+    async def one(k: int) -> None:
+        async with websockets.connect(ws_url, max_size=None, open_timeout=60) as ws:
+            sent = 0
+            start = time.monotonic()
+            while time.monotonic() - start < 10:
+                await ws.send(encode_binary_frame(sent, frames[(k + sent) % 4], ts=float(sent)))
+                sent += 1
+            while answered.get(k, 0) < sent:
+                json.loads(await asyncio.wait_for(ws.recv(), 120))
+                answered[k] = answered.get(k, 0) + 1
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, ingress.memory_info().rss)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(one(k) for k in range(200)))
+    watcher.cancel()
+    assert len(answered) == 200
+    assert peak - base < held + 256 * 1024 * 1024, f"ingress grew by {(peak - base) >> 20} MiB"
