@@ -46,11 +46,11 @@ from bench.common import (
     machine_info,
     process_cpu,
     running_app,
-    standin_model_cls,
     wait_for_no_ray,
     write_json,
 )
 from bench.loadgen import READ, LoadGen, LoadSpec, Phase, analyse, sized_pool
+from bench.standin import StandInModel
 
 OUT = ROOT / "docs" / "bench"
 SHAPES = ((1, 1), (1, 8), (8, 4))  # (connections, frames in flight per connection)
@@ -121,7 +121,7 @@ async def all_shapes(url: str, seconds: float) -> list[dict[str, Any]]:
 def child(variant: str, seconds: float, port: int, out: Path) -> None:
     started = time.time()
     try:
-        with running_app(APP_ARGS, model_cls=standin_model_cls(), port=port) as url:
+        with running_app(APP_ARGS, model_cls=StandInModel, port=port) as url:
             rows = asyncio.run(all_shapes(url, seconds))
         result: dict[str, Any] = {"variant": variant, "rows": rows, "started": started}
     except Exception as exc:

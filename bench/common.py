@@ -213,26 +213,3 @@ def machine_info() -> dict[str, Any]:
         "loadavg_1min": round(os.getloadavg()[0], 2),
         "note": "the load generator runs on the same cores as the service",
     }
-
-
-def standin_model_cls() -> type:
-    """The do-nothing stand-in (bench/standin.py), taking whatever extra arguments the sampler passes.
-
-    ``OCRModel.read`` grew a ``demand`` argument (autoscaling) that the stand-in's
-    ``read(image)`` refuses: every read then answers ``error``/``internal``.
-    """
-    from bench.standin import StandInModel
-
-    return _StandIn if _StandIn is not None else StandInModel
-
-
-try:
-    from bench.standin import StandInModel as _Base
-    from serve_app.jobs import ReadReply as _ReadReply
-
-    class _StandIn(_Base):
-        async def read(self, image: bytes, *args: Any, **kwargs: Any) -> _ReadReply:
-            return _ReadReply(lines=[])
-
-except ImportError:  # pragma: no cover
-    _StandIn = None  # type: ignore[assignment,misc]

@@ -315,6 +315,7 @@ class LoadGen:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             stats.connect_errors.append(f"{type(exc).__name__}: {exc}"[:200])
             return
+        opened = self.now()  # the handshake is done: the connection counts as open from here
         slot = len(stats.connects)
         stats.connects.append((opened, None))
         self.open_connections += 1

@@ -37,12 +37,12 @@ from bench.common import (
     process_cpu,
     raise_nofile,
     running_app,
-    standin_model_cls,
     wait_for_no_ray,
     write_json,
 )
 from bench.loadgen import READ, LoadGen, LoadSpec, Phase, analyse, frame_pool, print_totals
 from bench.plots import plot_runs
+from bench.standin import StandInModel
 
 OUT = ROOT / "docs" / "bench"
 APP_ARGS: dict[str, Any] = {
@@ -128,7 +128,7 @@ async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dic
     analysis["machine_at_start"] = machine
     analysis.pop("per_stream")  # thousands of rows; the totals say it
     analysis["cpu_s_by_process"] = cpu_delta(before, process_cpu())
-    hold_from = result.stopped_opening_at if result.stopped_opening_at is not None else ramp_s
+    hold_from = min(ramp_s, result.stopped_opening_at or ramp_s)
     analysis["result"] = {
         **held(analysis, args.bound_ms),
         "bound_ms": args.bound_ms,
@@ -171,7 +171,7 @@ def main() -> None:
     wait_for_no_ray()
     model_cls = None
     if not args.real_model:
-        model_cls = standin_model_cls()
+        model_cls = StandInModel
     watch = BreachWatch(args.bound_ms, enabled=not args.no_stop)
     started = time.time()
     with running_app(APP_ARGS, model_cls=model_cls, port=args.port) as url:

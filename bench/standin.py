@@ -14,7 +14,7 @@ class StandInModel:
     def __init__(self, config: OCRConfig, *, max_pixels: int) -> None:
         self._config = config
 
-    async def read(self, image: bytes) -> ReadReply:
+    async def read(self, image: bytes, demand: tuple[str, int] | None = None) -> ReadReply:
         return ReadReply(lines=[])
 
     def info(self) -> ReaderInfo:

@@ -145,9 +145,8 @@ class StreamIngress:
             probe(image, self._config.max_pixels)
             now = time.time()
             job = Job(seq=1, frame_id=frame_id, image=image, ts=now, received=now)
-            session_id = f"http:{uuid.uuid4().hex}"
             answer = None
-            async for outcomes in self._submit(session_id, [job], oneshot=True):
+            async for outcomes in self._submit(f"http:{uuid.uuid4().hex}", [job], oneshot=True):
                 answer = outcomes[0].answer if outcomes else answer
             if answer is None:
                 raise ProtocolError(ErrorCode.INTERNAL, "the frame was not answered")
@@ -180,7 +179,7 @@ class StreamIngress:
     def _submit(
         self, stream_id: str, jobs: list[Job], fps: float | None = None, oneshot: bool = False
     ) -> AsyncIterator[list[Outcome]]:
-        handle = self._sampler.options(session_id=stream_id, stream=True)
+        handle = self._sampler.options(stream=True)
         return handle.submit.remote(stream_id, jobs, fps, oneshot)
 
     @app.websocket("/v1/stream")
@@ -206,9 +205,7 @@ class StreamIngress:
             stream_id,
             self._config,
             submit=lambda jobs: self._submit(stream_id, jobs, fps),
-            configure=lambda value: self._sampler.options(session_id=stream_id).configure.remote(
-                stream_id, value
-            ),
+            configure=lambda value: self._sampler.configure.remote(stream_id, value),
             send=ws.send_text,
             quota=quota,
             observer=self._metrics,
@@ -245,7 +242,7 @@ class StreamIngress:
             self._sessions.pop(session, None)
             writer.cancel()
             await session.close()
-            self._sampler.options(session_id=stream_id).close_stream.remote(stream_id)
+            self._sampler.close_stream.remote(stream_id)
 
     def _start_expiry(self) -> None:
         if self._expiry is None:

@@ -1,11 +1,11 @@
 """FrameSampler: per-stream sampling and fair admission between ingress and model.
 
-Stream affinity: the ingress calls this deployment with
-``handle.options(session_id=stream_id)`` and the deployment routes with Ray
-Serve's ``ConsistentHashRouter`` (no fallback replicas), so every call of one
-stream reaches the replica that holds its state. When that replica goes away
-the ring maps the stream to another replica, which starts the stream afresh:
-its next frame is read (docs/design.md).
+Stream state lives in the replica that sees the stream's frames. Ray 2.60's
+``ConsistentHashRouter`` (strict affinity by ``session_id``) loses calls made
+concurrently from inside a replica (docs/design.md, "Stream affinity"), so
+this deployment uses Serve's default router and runs as one replica in the
+shipped configs; with several replicas a stream's state is split between
+them, which costs extra reads but never an answer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
-from ray.serve.config import RequestRouterConfig
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.config import SamplerConfig
@@ -33,10 +32,6 @@ DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
     # one waiting for its read): this is a connection count, not a queue.
     "max_ongoing_requests": 20_000,
     "ray_actor_options": {"num_cpus": 0.5},
-    "request_router_config": RequestRouterConfig(
-        request_router_class="ray.serve.experimental.consistent_hash_router.ConsistentHashRouter",
-        request_router_kwargs={"num_fallback_replicas": 0},
-    ),
 }
 
 

@@ -151,7 +151,11 @@ def parse_binary(data: bytes) -> Frame:
             ErrorCode.BAD_MESSAGE,
             f"header length {n} does not fit a message of {len(data)} bytes",
         )
-    header = _load_json_object(data[_HEADER_LEN.size : _HEADER_LEN.size + n], "the frame header")
+    try:
+        raw = data[_HEADER_LEN.size : _HEADER_LEN.size + n].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "the frame header is not UTF-8") from None
+    header = _load_json_object(raw, "the frame header")
     try:
         return _frame_from_header(header, data[_HEADER_LEN.size + n :])
     except ProtocolError as exc:

@@ -1,11 +1,14 @@
 """Per-stream sampling and fair admission to the model (the sampler's logic, Ray-free).
 
-For each stream: content dedup against the frame last read, a target read rate
-on capture timestamps, latest-frame-wins while a frame waits, and at most one
-read in flight. Across streams: a fixed number of reads in flight, handed out
-round-robin to the streams that have a frame waiting, with a deadline after
-which the waiting frame is answered ``overloaded``. Every job handed to
-:meth:`Sampler.submit` is answered exactly once. docs/design.md explains why.
+For each stream: a target rate on capture timestamps gates the frames first
+(cheap: no decoding); a frame that passes the gate is compared with the frame
+last read (content dedup); a changed frame waits for a read slot, and a newer
+frame replaces it while it waits (latest frame wins); at most one read per
+stream is in flight. Across streams: an adaptive number of reads in flight,
+handed to the waiting stream served least recently (fair share), with a
+deadline after which a waiting frame is answered ``overloaded``. Every job
+handed to :meth:`Sampler.submit` is answered exactly once. docs/design.md
+explains why.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +80,7 @@ class _Stream:
     ref: _Reference | None = None
     waiting: _Ticket | None = None
     reading: bool = False
-    queued: bool = False  # in the admission round-robin
+    served_at: float = 0.0  # when its last read started (monotonic): fair share goes to the oldest
     next_read_ts: float | None = None
     last_ts: float | None = None
 
@@ -92,7 +94,7 @@ class Sampler:
         self._detector = detector
         self._max_pixels = max_pixels
         self._streams: dict[str, _Stream] = {}
-        self._ready: deque[_Stream] = deque()  # streams with a frame waiting for a read slot
+        self._ready: dict[str, _Stream] = {}  # streams with a frame waiting for a read slot
         self._in_flight = 0
         self._window = float(config.min_reads_in_flight)  # admission window, adapted per reply
         self.reads = 0  # reads started, ever (for metrics)
@@ -115,6 +117,7 @@ class Sampler:
 
     def close(self, stream_id: str) -> None:
         stream = self._streams.pop(stream_id, None)
+        self._ready.pop(stream_id, None)
         if stream is not None and stream.waiting is not None:
             stream.waiting.skip(SkipReason.SUPERSEDED, None)
             stream.waiting = None
@@ -146,13 +149,10 @@ class Sampler:
         """Answers for ``jobs``: first those decided at once (maybe none), then the rest as they come."""
         outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         stream = self._stream(stream_id, fps, oneshot)
-        tickets = [_Ticket(job, outcomes.put_nowait) for job in jobs]
-        if not oneshot and self.config.dedup.enabled:
-            await asyncio.to_thread(self._fingerprint, tickets)
-        for ticket in tickets:
-            self._decide(stream, ticket)
+        for job in jobs:
+            await self._decide(stream, _Ticket(job, outcomes.put_nowait))
             self._pump()  # a frame that starts its read now is the reference of the next
-        remaining = len(tickets)
+        remaining = len(jobs)
         first = True
         while remaining or first:
             batch = [] if first and outcomes.empty() else [await outcomes.get()]
@@ -175,34 +175,39 @@ class Sampler:
         stream.last_seen = now
         return stream
 
-    def _fingerprint(self, tickets: list[_Ticket]) -> None:
-        for ticket in tickets:
-            try:
-                ticket.fingerprint = self._detector.fingerprint(ticket.job.image, self._max_pixels)
-            except ProtocolError as exc:
-                ticket.error = exc
+    async def _fingerprint(self, ticket: _Ticket) -> bool:
+        """Decode and fingerprint off the event loop; a frame that cannot be read is answered."""
+        if not self.config.dedup.enabled or ticket.fingerprint is not None:
+            return True
+        try:
+            ticket.fingerprint = await asyncio.to_thread(
+                self._detector.fingerprint, ticket.job.image, self._max_pixels
+            )
+        except ProtocolError as exc:
+            ticket.fail(exc.code, exc.message)
+            return False
+        return True
 
-    def _decide(self, stream: _Stream, ticket: _Ticket) -> None:
-        if ticket.error is not None:
-            ticket.fail(ticket.error.code, ticket.error.message)
-            return
+    async def _decide(self, stream: _Stream, ticket: _Ticket) -> None:
+        """Cheapest checks first: only frames that pass the rate gate are decoded."""
         ref = stream.ref
         if stream.oneshot:
             self._wait(stream, ticket)
-        elif ref is not None and self._same(ref, ticket):
-            if ref.lines is None:
-                ref.followers.append(ticket)  # answered when the reference's read completes
-                ticket.job.image = b""
-            else:
-                ticket.skip(SkipReason.DUPLICATE, ref.frame_id, ref.lines)
         elif stream.waiting is not None:
             stream.waiting.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
-            self._wait(stream, ticket)
+            self._wait(stream, ticket)  # fingerprinted when it gets its read slot
         elif self._too_soon(stream, ticket.job.ts):
             ticket.skip(SkipReason.RATE, ref.frame_id if ref else None)
-        else:
+        elif await self._fingerprint(ticket):
             stream.next_read_ts = ticket.job.ts + _RATE_TOLERANCE / stream.fps
-            self._wait(stream, ticket)
+            if ref is not None and self._same(ref, ticket):
+                if ref.lines is None:
+                    ref.followers.append(ticket)  # answered when the reference's read completes
+                    ticket.job.image = b""
+                else:
+                    ticket.skip(SkipReason.DUPLICATE, ref.frame_id, ref.lines)
+            else:
+                self._wait(stream, ticket)
 
     def _same(self, ref: _Reference, ticket: _Ticket) -> bool:
         if ref.fingerprint is None or ticket.fingerprint is None:
@@ -227,27 +232,29 @@ class Sampler:
         self._enqueue(stream)
 
     def _enqueue(self, stream: _Stream) -> None:
-        if not stream.queued and not stream.reading and stream.waiting is not None:
-            stream.queued = True
-            self._ready.append(stream)
+        if not stream.reading and stream.waiting is not None and self._streams.get(stream.id) is stream:
+            self._ready[stream.id] = stream
 
     def _overloaded(self, stream: _Stream, ticket: _Ticket) -> None:
         if stream.waiting is ticket:
             stream.waiting = None
+            self._ready.pop(stream.id, None)
             ticket.timer = None
             ticket.skip(SkipReason.OVERLOADED, stream.ref.frame_id if stream.ref else None)
 
     def _pump(self) -> None:
+        """Hand free read slots to the waiting streams served least recently."""
         while self._in_flight < int(self._window) and self._ready:
-            stream = self._ready.popleft()
-            stream.queued = False
+            stream = min(self._ready.values(), key=lambda s: s.served_at)
+            del self._ready[stream.id]
             ticket = stream.waiting
-            if ticket is None or stream.reading or self._streams.get(stream.id) is not stream:
+            if ticket is None:
                 continue
             stream.waiting = None
             if ticket.timer is not None:
                 ticket.timer.cancel()
             stream.reading = True
+            stream.served_at = time.monotonic()
             self._in_flight += 1
             self.reads += 1
             ref = _Reference(ticket.job.frame_id, ticket.fingerprint, time.monotonic())
@@ -257,7 +264,11 @@ class Sampler:
 
     async def _read_one(self, stream: _Stream, ticket: _Ticket, ref: _Reference) -> None:
         started = time.time()
-        reply = await self._read_with_retry(ticket.job)
+        if stream.oneshot or await self._fingerprint(ticket):
+            ref.fingerprint = ticket.fingerprint
+            reply = await self._read_with_retry(ticket.job)
+        else:  # answered bad_image by _fingerprint; nothing to read
+            reply = ReadReply(error_code=ErrorCode.BAD_IMAGE)
         self._adapt(reply)
         self._in_flight -= 1
         stream.reading = False
@@ -277,31 +288,33 @@ class Sampler:
         else:
             if stream.ref is ref:
                 stream.ref = None  # nothing to compare with: the next frame is read
-            ticket.fail(ErrorCode(reply.error_code or ErrorCode.INTERNAL), reply.error_message)
+            ticket.fail(
+                ErrorCode(reply.error_code or ErrorCode.INTERNAL), reply.error_message
+            )  # no-op if answered
             for follower in ref.followers:
                 follower.fail(
                     ErrorCode.INTERNAL, f"frame {ref.frame_id}, which this one repeats, was not read"
                 )
         ref.followers.clear()
-        if self._streams.get(stream.id) is stream:
-            self._enqueue(stream)
+        self._enqueue(stream)
         self._pump()
 
     def _adapt(self, reply: ReadReply) -> None:
-        """AIMD on the admission window: back off when reads queue at the model.
+        """AIMD on the admission window: back off as soon as reads queue at the model.
 
-        A read that waited at the model longer than a batch takes means the
-        model replicas hold a backlog: shrink. A read that started at once
-        while the window was full means there may be room: grow by 1/window
-        (one more slot per window of completed reads). The window follows the
-        model's capacity as replicas come and go, with no replica count needed.
+        A read that waited at the model for more than half a batch time means
+        the model replicas hold a backlog: shrink by a quarter. A read that
+        started at once while the window was full and streams were waiting
+        means there may be room: grow by 1/window (one slot per window of
+        completed reads). The window follows the model's capacity as replicas
+        come and go, with no replica count needed.
         """
         low, high = self.config.min_reads_in_flight, self.config.max_reads_in_flight
-        if reply.lines is None and reply.error_code == ErrorCode.INTERNAL:
-            return
-        if reply.queue_ms > max(reply.ocr_ms, 1.0):
+        if reply.lines is None:
+            return  # a failed read says nothing about capacity
+        if reply.queue_ms > 0.5 * reply.ocr_ms:
             self._window = max(low, self._window * 0.75)
-        elif self._in_flight >= int(self._window) and self._ready:
+        elif reply.queue_ms < 0.1 * reply.ocr_ms and self._in_flight >= int(self._window) and self._ready:
             self._window = min(high, self._window + 1.0 / self._window)
 
     async def _read_with_retry(self, job: Job) -> ReadReply:

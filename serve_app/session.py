@@ -119,7 +119,7 @@ class StreamSession:
 
     def receive(self, message: bytes | str) -> int | None:
         """Handle one client message; returns a close code when the connection must close."""
-        size = len(message)
+        size = len(message) if isinstance(message, bytes) else len(message.encode())
         if size > self.config.hard_max_message_bytes:
             return WS_1009_MESSAGE_TOO_BIG
         parsed: Frame | ConfigRequest | PingRequest | None = None
@@ -181,7 +181,11 @@ class StreamSession:
         self._wake.set()
 
     async def _set_fps(self, fps: float) -> None:
-        self._post(ConfigAnswer(fps=await self._configure(fps)).encode())
+        try:
+            self._post(ConfigAnswer(fps=await self._configure(fps)).encode())
+        except Exception as exc:
+            logger.warning("stream %s: config failed: %s", self.stream_id, exc)
+            self._post(ErrorAnswer(frame_id=None, code=ErrorCode.INTERNAL, message="config failed").encode())
 
     # --- outbound -----------------------------------------------------------
 

@@ -558,13 +558,6 @@ async def test_service_fuzz_over_one_websocket(ws_url: str, images: Path) -> Non
 
 
 @pytest.mark.serve
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Ray 2.60's experimental ConsistentHashRouter (FrameSampler's request router) leaves all but one "
-    "of several concurrent handle calls made from inside a replica unrouted forever: configure calls "
-    "(and submits racing them) are lost; with Serve's default router all are answered",
-)
 async def test_config_burst_is_answered(ws_url: str) -> None:
     """Found by the fuzz: config messages sent together must each get their answer."""
     conn = await websockets.connect(ws_url + "?stream_id=config-burst", open_timeout=30)

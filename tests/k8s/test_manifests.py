@@ -52,8 +52,6 @@ RAYSERVICE_OVERRIDES = frozenset(
         _APP + "ingress.deployment_config.autoscaling_config.max_replicas",
         _APP + "sampler.max_reads_in_flight",  # feeds up to 8 GPU replicas
         _APP + "sampler.deployment_config.ray_actor_options.num_cpus",
-        _APP + "sampler.deployment_config.autoscaling_config.min_replicas",
-        _APP + "sampler.deployment_config.autoscaling_config.max_replicas",
         _APP + "ocr.device",  # gpu: fail loudly without CUDA
         _APP + "ocr.max_batch_size",
         _APP + "ocr.deployment_config.ray_actor_options.num_cpus",  # 0: gpu pods have no Ray CPUs
@@ -71,7 +69,6 @@ GPU_OVERRIDES = frozenset(
         _APP + "ocr.device",
         _APP + "ocr.max_batch_size",
         _APP + "ocr.deployment_config.ray_actor_options.num_gpus",
-        _APP + "ocr.deployment_config.autoscaling_config.max_replicas",  # one GPU, one replica
     }
 )
 
@@ -346,7 +343,7 @@ def test_cpu_deployments_cannot_land_on_gpu_or_head_nodes() -> None:
 def test_samplers_can_feed_every_gpu_replica() -> None:
     """The admission caps together allow two full batches at every OCR replica."""
     app = AppConfig.model_validate(app_args(serve_config_v2()))
-    samplers = app.sampler.deployment_config["autoscaling_config"]["min_replicas"]
+    samplers = app.sampler.deployment_config["num_replicas"]
     ocr_max = app.ocr.deployment_config["autoscaling_config"]["max_replicas"]
     assert samplers * app.sampler.max_reads_in_flight >= ocr_max * 2 * app.ocr.max_batch_size
 

@@ -264,3 +264,46 @@ async def test_demand_reaches_the_model() -> None:
     sampler._read = model
     await asyncio.gather(*(collect(sampler, f"s{i}", [job(i, b"A", 0.0)]) for i in range(5)))
     assert max(seen) >= 4, "in flight plus the streams waiting"
+
+
+async def test_frames_inside_the_rate_gate_are_not_decoded() -> None:
+    sampler, _ = make(default_fps=5.0)
+    decoded: list[bytes] = []
+    detector = sampler._detector
+    original = detector.fingerprint
+
+    def counting(data: bytes, max_pixels: int) -> bytes:
+        decoded.append(data)
+        return original(data, max_pixels)
+
+    detector.fingerprint = counting  # type: ignore[method-assign]
+    for i in range(30):  # one second of a 30 fps camera on a still scene
+        await collect(sampler, "s", [job(i, b"SAME", i / 30)])
+    assert len(decoded) <= 6, "only frames at the 5 fps gate are decoded and compared"
+
+
+async def test_fair_share_under_a_burst_with_deadlines() -> None:
+    """30 streams of new content at 4 fps, capacity ~10 reads/s: reads spread evenly (Jain >= 0.9)."""
+    sampler, _ = make(min_reads_in_flight=1, max_reads_in_flight=1, admission_timeout_s=0.3)
+    reads: Counter[str] = Counter()
+
+    async def model(j: Job, demand: int) -> ReadReply:
+        reads[j.image.decode().split(":")[0]] += 1
+        await asyncio.sleep(0.1)
+        return ReadReply(lines=[], ocr_ms=100.0)
+
+    sampler._read = model
+
+    async def stream(k: int) -> None:
+        tasks = []
+        for i in range(40):
+            tasks.append(
+                asyncio.create_task(collect(sampler, f"s{k}", [job(i, f"s{k}:{i}".encode(), i / 4)]))
+            )
+            await asyncio.sleep(0.25)
+        await asyncio.gather(*tasks)
+
+    await asyncio.gather(*(stream(k) for k in range(30)))
+    counts = [reads[f"s{k}"] for k in range(30)]
+    jain = sum(counts) ** 2 / (len(counts) * sum(c * c for c in counts))
+    assert jain >= 0.9, (jain, counts)
