@@ -1,7 +1,7 @@
 """The service's metrics, through Ray's metrics API (exported on each node's Prometheus endpoint).
 
 Ray prefixes every name with ``ray_`` on export; docs/metrics.md lists them
-and deploy/grafana-dashboard.json charts them. Labels never carry a secret, a
+and k8s/grafana-dashboard.json charts them. Labels never carry a secret, a
 token or a stream id (unbounded cardinality): only the deployment's own tags,
 an answer's status/reason/code.
 """

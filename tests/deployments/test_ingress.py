@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 from pathlib import Path
@@ -135,12 +136,20 @@ async def test_message_over_hard_limit_closes_1009(ws_url: str) -> None:
 async def test_text_and_binary_frames_mixed(ws_url: str, images: Path) -> None:
     stream = await open_stream(ws_url, "?fps=30")
     a, b = (images / "text_rec.jpg").read_bytes(), (images / "short.png").read_bytes()
-    await stream.ws.send(encode_text_frame(10, a, ts=0.0))
-    await stream.ws.send(encode_binary_frame(11, b, ts=1.0))
-    await stream.ws.send(json.dumps({"frame_id": 12, "image": __import__("base64").b64encode(a).decode()}))
-    got = {x["frame_id"]: x for x in await stream.answers(3)}
-    assert texts(got[10]) == ["韩国小馆"] and texts(got[11]) == ["中国网络空间安全"]
-    assert got[12]["type"] == "result"
+    got = {}
+    for message in (
+        encode_text_frame(10, a, ts=0.0),
+        encode_binary_frame(11, b, ts=1.0),
+        json.dumps({"frame_id": 12, "image": base64.b64encode(a).decode(), "ts": 2.0}),  # no "type"
+    ):
+        await stream.ws.send(message)
+        answer = await stream.answer()
+        got[answer["frame_id"]] = answer
+    assert (
+        texts(got[10]) == ["韩国小馆"]
+        and texts(got[11]) == ["中国网络空间安全"]
+        and texts(got[12]) == ["韩国小馆"]
+    )
     await stream.ws.close()
 
 

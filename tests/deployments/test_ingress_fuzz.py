@@ -89,7 +89,11 @@ def expected(message: Message) -> tuple[str, int | None]:
         (n,) = struct.unpack_from(">I", message)
         if n == 0 or n > len(message) - 4:
             return "answer", None
-        return "answer", _readable_frame_id(_json(message[4 : 4 + n]))
+        try:
+            header = message[4 : 4 + n].decode("utf-8")  # the protocol's header is UTF-8 JSON
+        except UnicodeDecodeError:
+            return "answer", None
+        return "answer", _readable_frame_id(_json(header))
     obj = _json(message)
     if isinstance(obj, dict) and obj.get("type") == "ping":
         return PONG, None

@@ -77,8 +77,11 @@ def multinode_args(args: dict[str, Any]) -> dict[str, Any]:
     args["ocr"]["device"] = "cpu"
     args["ocr"]["deployment_config"]["ray_actor_options"].pop("num_gpus", None)
     for section in ("ingress", "sampler", "ocr"):
-        autoscaling = args[section]["deployment_config"]["autoscaling_config"]
-        autoscaling["min_replicas"] = autoscaling["max_replicas"] = 1
+        options = args[section]["deployment_config"]
+        if "autoscaling_config" in options:
+            options["autoscaling_config"]["min_replicas"] = options["autoscaling_config"]["max_replicas"] = 1
+        else:
+            options["num_replicas"] = 1
     return args
 
 
