@@ -22,6 +22,7 @@ VARIANTS = {
     "onnxruntime, 2 threads": OCRConfig(engine="onnxruntime", cpu_threads=2),
     "onnxruntime, 1 thread": OCRConfig(engine="onnxruntime", cpu_threads=1),
     "paddle_static (oneDNN), 2 threads": OCRConfig(engine="paddle_static", cpu_threads=2),
+    "paddle_static (oneDNN), 1 thread": OCRConfig(engine="paddle_static", cpu_threads=1),
 }
 
 
