@@ -312,9 +312,10 @@ class Sampler:
         low, high = self.config.min_reads_in_flight, self.config.max_reads_in_flight
         if reply.lines is None:
             return  # a failed read says nothing about capacity
-        if reply.queue_ms > 0.5 * reply.ocr_ms:
+        batch_ms = max(reply.ocr_ms, 1.0)  # a model that answers at once still counts as 1 ms
+        if reply.queue_ms > 0.5 * batch_ms:
             self._window = max(low, self._window * 0.75)
-        elif reply.queue_ms < 0.1 * reply.ocr_ms and self._in_flight >= int(self._window) and self._ready:
+        elif reply.queue_ms < 0.1 * batch_ms and self._in_flight >= int(self._window) and self._ready:
             self._window = min(high, self._window + 1.0 / self._window)
 
     async def _read_with_retry(self, job: Job) -> ReadReply:
