@@ -42,7 +42,7 @@ def running_app(
 
     config = AppConfig.from_file(ROOT / "configs" / "serve.yaml")
     if app_args:
-        config = AppConfig.model_validate(_merge(config.model_dump(), app_args))
+        config = config.overridden(app_args)  # type: ignore[assignment]
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         serve.start(
@@ -68,15 +68,6 @@ def wait_healthy(url: str, timeout_s: float = 300) -> float:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not healthy after {timeout_s} s")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        )
-    return out
 
 
 def write_json(path: Any, data: Any) -> None:

@@ -26,6 +26,18 @@ class BaseConfig(BaseModel):
         """A validated copy with ``changes`` applied (``user_config`` updates)."""
         return type(self).model_validate({**self.model_dump(), **changes})
 
+    def overridden(self, overrides: dict[str, Any]) -> BaseConfig:
+        """A validated copy with ``overrides`` merged in depth (tests, benchmarks, overlays)."""
+        return type(self).model_validate(_merged(self.model_dump(mode="json"), overrides))
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _merged(base[key], value) if nested else value
+    return out
+
 
 JWTAlgorithm = Literal[
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"

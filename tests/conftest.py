@@ -63,22 +63,11 @@ def service_url(ray_session: None) -> Iterator[str]:
     serve.delete("ocr")
 
 
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = (
-            merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        )
-    return out
-
-
 def app_config(overrides: dict[str, Any]) -> Any:
     """configs/serve.yaml's args with ``overrides`` merged in, validated."""
     from serve_app.config import AppConfig
 
-    return AppConfig.model_validate(
-        merged(AppConfig.from_file(SERVE_CONFIG).model_dump(mode="json"), overrides)
-    )
+    return AppConfig.from_file(SERVE_CONFIG).overridden(overrides)
 
 
 @pytest.fixture(scope="session")
