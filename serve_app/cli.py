@@ -135,8 +135,10 @@ async def _stream(args: argparse.Namespace, progress: Progress) -> None:
             due = time.monotonic()
             while (image := await asyncio.to_thread(next, frames, None)) is not None:
                 await asyncio.sleep(due - time.monotonic())
-                due = max(due + period, time.monotonic())
                 frame_id = await client.send(image, ts=time.time())
+                # Paced from the actual send: a send that waited for a free slot is not
+                # followed at once by another (the server would skip it as above the rate).
+                due = time.monotonic() + period
                 progress.sent_at[frame_id] = time.monotonic()
                 progress.sent += 1
         except BaseException:
