@@ -261,7 +261,6 @@ class StreamIngress:
         """Shutdown: answer what is in flight, then tell clients to reconnect (1012)."""
         sessions = dict(self._sessions)
         await asyncio.gather(*(s.drain(self._config.frame_deadline_s) for s in sessions))
-        await asyncio.sleep(0.05)  # let the writers flush the last answers
         for ws in sessions.values():
             if ws.application_state == WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):

@@ -227,9 +227,12 @@ class StreamSession:
     def expire(self, now: float) -> None:
         """Answer ``overloaded`` every frame older than the deadline (oldest first)."""
         cutoff = now - self.config.frame_deadline_s
-        for seq, entry in list(self._ledger.items()):
+        expired = []
+        for seq, entry in self._ledger.items():  # oldest first: stop at the first young one
             if entry.received > cutoff:
                 break
+            expired.append(seq)
+        for seq in expired:
             self._skip(seq, SkipReason.OVERLOADED, None)
 
     # --- tasks --------------------------------------------------------------
@@ -283,12 +286,11 @@ class StreamSession:
                 decided.set_result(None)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait (bounded) until every accepted frame has its answer out."""
+        """Shutdown: let open frames get their real answers (bounded), then :meth:`flush`."""
         deadline = time.monotonic() + timeout_s
-        while (self._ledger or not self._outbox.empty()) and time.monotonic() < deadline:
+        while self._ledger and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for seq in list(self._ledger):
-            self._fail(seq, "the server is shutting down")
+        await self.flush()
 
     async def flush(self, timeout_s: float = 2.0) -> None:
         """Answer every open frame now (the connection is closing) and send what is queued."""

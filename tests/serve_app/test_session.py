@@ -199,3 +199,20 @@ async def test_held_bytes_are_bounded_across_connections() -> None:
     assert sorted(a["frame_id"] for a in sent) == [0, 1, 2, 3]
     assert [a["reason"] for a in sent if a["frame_id"] == 3] == ["overloaded"]
     assert budget.held == 0, "bytes are given back when frames are answered"
+
+
+async def test_drain_answers_every_open_frame_before_returning() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    session = StreamSession(
+        "s", IngressConfig(), submit=StandInSampler(delay=5).submit, configure=None, send=send
+    )  # type: ignore[arg-type]
+    writer = asyncio.create_task(session.run())
+    session.receive(encode_binary_frame(1, png()))
+    await session.drain(0.1)
+    writer.cancel()
+    await session.close()
+    assert [(a["frame_id"], a["code"]) for a in sent] == [(1, "internal")], "answered before the close"
