@@ -9,7 +9,6 @@ headers are probed here, decoding happens in the sampler and the model.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -17,12 +16,13 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 import serve_app
 from serve_app.config import IngressConfig
@@ -67,6 +67,21 @@ def _host(client: Any) -> str | None:
     return client.host if client is not None else None
 
 
+def _replica_draining() -> bool:
+    """Whether Serve has begun to stop this replica (downscale, rolling upgrade, delete).
+
+    Ray 2.60 gives user code no drain signal: it waits until no request is
+    ongoing (every open WebSocket is one) before it calls ``__del__``, so
+    closing the sockets there would only happen after the grace period. The
+    replica actor sets ``_shutting_down`` the moment the stop begins (it is
+    what its data-plane health check reports as DRAINING); read that. Should
+    Ray move it, this reads False and ``__del__`` still answers and closes.
+    """
+    worker = ray._private.worker.global_worker
+    actor = worker.actors.get(worker.actor_id)
+    return bool(getattr(getattr(actor, "_replica_impl", None), "_shutting_down", False))
+
+
 app = FastAPI(title="Streaming OCR", version=serve_app.__version__)
 app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
@@ -78,6 +93,7 @@ class StreamIngress:
         self._sampler = sampler
         self._sessions: dict[StreamSession, WebSocket] = {}
         self._expiry: asyncio.Task[None] | None = None
+        self._draining = asyncio.Event()
         self._info: dict[str, Any] | None = None
         self._metrics = IngressMetrics()
         self._budget = ByteBudget(config.max_held_bytes)
@@ -184,6 +200,9 @@ class StreamIngress:
 
     @app.websocket("/v1/stream")
     async def stream(self, ws: WebSocket) -> None:
+        if self._draining.is_set():
+            await ws.close(WS_1012_SERVICE_RESTART, "server restarting")  # before accept: HTTP 403
+            return
         try:
             principal = self._auth.authenticate(ws.headers, ws.query_params, _host(ws.client))
             lease = self._limiter.acquire(principal)
@@ -218,10 +237,9 @@ class StreamIngress:
         close: tuple[int, str] | None = None
         try:
             while not session.closed:
-                try:
-                    message = await asyncio.wait_for(ws.receive(), idle_s)
-                except TimeoutError:
-                    close = (WS_1001_GOING_AWAY, "idle timeout")
+                message = await self._receive(ws, idle_s)
+                if message is None:
+                    close = self._ending_reason()
                     break
                 if message["type"] == "websocket.disconnect":
                     break
@@ -234,7 +252,10 @@ class StreamIngress:
                     )
                     break
             if close is not None:
-                await session.flush()
+                if self._draining.is_set():
+                    await session.drain(self._config.frame_deadline_s)
+                else:
+                    await session.flush()
                 await ws.close(*close)
         except (WebSocketDisconnect, RuntimeError):
             pass
@@ -244,6 +265,27 @@ class StreamIngress:
             await session.close()
             self._sampler.close_stream.remote(stream_id)
 
+    async def _receive(self, ws: WebSocket, timeout_s: float) -> dict[str, Any] | None:
+        """The next client message, or None once the connection idles too long or the replica drains.
+
+        A draining replica stops reading: frames it never read are not its to answer, and the
+        client re-sends them on its next connection (the ASGI receive queue is safe to cancel).
+        """
+        receive = asyncio.ensure_future(ws.receive())
+        draining = asyncio.ensure_future(self._draining.wait())
+        first = asyncio.FIRST_COMPLETED
+        done, _ = await asyncio.wait((receive, draining), timeout=timeout_s, return_when=first)
+        draining.cancel()
+        if receive in done:
+            return receive.result()
+        receive.cancel()
+        return None
+
+    def _ending_reason(self) -> tuple[int, str]:
+        if self._draining.is_set():
+            return WS_1012_SERVICE_RESTART, "server restarting"
+        return WS_1001_GOING_AWAY, "idle timeout"
+
     def _start_expiry(self) -> None:
         if self._expiry is None:
             self._expiry = asyncio.get_running_loop().create_task(self._expire())
@@ -251,6 +293,9 @@ class StreamIngress:
     async def _expire(self) -> None:
         while True:
             await asyncio.sleep(_EXPIRY_PERIOD_S)
+            if not self._draining.is_set() and _replica_draining():
+                logger.info("ingress draining: answering %d streams, then closing them", len(self._sessions))
+                self._draining.set()
             now = time.monotonic()
             for session in list(self._sessions):
                 session.expire(now)
@@ -258,11 +303,9 @@ class StreamIngress:
             self._metrics.pending.set(sum(s.unanswered for s in self._sessions))
 
     async def __del__(self) -> None:
-        """Shutdown: answer what is in flight, then tell clients to reconnect (1012)."""
-        sessions = dict(self._sessions)
-        await asyncio.gather(*(s.drain(self._config.frame_deadline_s) for s in sessions))
-        for ws in sessions.values():
-            if ws.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(Exception):
-                    await ws.close(WS_1012_SERVICE_RESTART, "server restarting")
-        logger.info("ingress shut down: %d streams told to reconnect", len(sessions))
+        """Shutdown: streams answer what they read, then close with 1012 (see :meth:`_serve_stream`)."""
+        self._draining.set()
+        deadline = time.monotonic() + self._config.frame_deadline_s + 2.0
+        while self._sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        logger.info("ingress shut down; %d streams still open", len(self._sessions))

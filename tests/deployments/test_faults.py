@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -117,19 +118,63 @@ async def test_ingress_replica_dies_client_reconnects(faults_url: str, images: P
     assert sum(a.type == "result" and a.status == "ok" for a in late) >= 5, "the stream goes on after"
 
 
-def deploy_declaratively(name: str, sampler_user_config: dict[str, Any]) -> None:
+async def test_rolling_upgrade_drains_the_ingress(
+    service_url: str, images: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new ingress version rolls out mid-stream: the old replica answers what it read, closes
+    with 1012, and the client goes on on the new one; every frame answered once, none failed."""
+    caplog.set_level(logging.INFO, logger="serve_app.client")
+    run = asyncio.get_running_loop().run_in_executor
+    await run(None, deploy_declaratively, "roll")
+    await run(None, wait_healthy, f"{service_url}/roll")
+    old = replica("roll", "StreamIngress")._actor_id
+    upgraded = {**FAULTS, "ingress": {"frame_deadline_s": 9.0, "deployment_config": FIXED}}
+    frames = alternating(images)
+    got: list[Any] = []
+    async with OCRStreamClient(
+        f"{service_url}/roll", fps=30, max_in_flight=2, backoff_max=2.0, max_retries=30
+    ) as client:
+
+        async def read() -> None:
+            async for answer in client.results():
+                got.append(answer)
+
+        reader = asyncio.create_task(read())
+        upgrade: asyncio.Future[None] | None = None
+        sent = 0
+        done_at = None
+        while done_at is None or time.monotonic() - done_at < 4 or sent < 40:
+            await client.send(frames[sent % 2], ts=float(sent))
+            sent += 1
+            if sent == 8:
+                upgrade = run(None, deploy_declaratively, "roll", None, upgraded)
+            if upgrade is not None and upgrade.done() and done_at is None:
+                done_at = time.monotonic()
+            await asyncio.sleep(0.25)
+        await client.close(timeout=90)
+        await reader
+    assert replica("roll", "StreamIngress")._actor_id != old, "the ingress was replaced"
+    assert "connection closed (1012 server restarting)" in caplog.text, "the old replica said restart"
+    assert sorted(a.frame_id for a in got) == list(range(sent)), "one answer per frame across the rollout"
+    assert [a for a in got if a.type == "error"] == [], "frames in flight got their real answers"
+    serve.delete("roll")
+
+
+def deploy_declaratively(
+    name: str, sampler_user_config: dict[str, Any] | None = None, overrides: dict[str, Any] = FAULTS
+) -> None:
     """As `serve deploy` / `serve run <config>` do: the path where Serve updates in place."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    args = app_config(FAULTS).model_dump(mode="json")
-    app = {
+    app: dict[str, Any] = {
         "name": name,
         "route_prefix": f"/{name}",
         "import_path": "serve_app.app:build_app",
-        "args": args,
-        "deployments": [{"name": "FrameSampler", "user_config": sampler_user_config}],
+        "args": app_config(overrides).model_dump(mode="json"),
     }
+    if sampler_user_config is not None:
+        app["deployments"] = [{"name": "FrameSampler", "user_config": sampler_user_config}]
     _get_global_client().deploy_apps(
         ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True
     )
