@@ -109,12 +109,12 @@ def process_cpu() -> dict[str, float]:
             title = " ".join(proc.cmdline()) or proc.name()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        name = "benchmark (this process)" if proc.pid == me.pid else _process_name(title)
+        name = "benchmark (this process)" if proc.pid == me.pid else process_name(title)
         out[name] = out.get(name, 0.0) + times.user + times.system
     return out
 
 
-def _process_name(title: str) -> str:
+def process_name(title: str) -> str:
     if title.startswith("ray::"):
         return title[5:].split(" ")[0].split(".")[0]
     known_names = ("bench.baseline_server", "raylet", "gcs_server", "haproxy", "dashboard", "log_monitor")
