@@ -168,7 +168,11 @@ class OCRStreamClient:
 
     async def _connect(self) -> ClientConnection:
         try:
-            return await connect(self.url, additional_headers=self._headers, open_timeout=self._open_timeout)
+            # No permessage-deflate: images do not compress, and deflating a 5 MB frame blocks this
+            # event loop for ~0.3 s (long enough, with many, to miss the server's keepalive pings).
+            return await connect(
+                self.url, additional_headers=self._headers, open_timeout=self._open_timeout, compression=None
+            )
         except InvalidStatus as exc:
             status, body = exc.response.status_code, (exc.response.body or b"").decode(errors="replace")
             detail = f"HTTP {status}: {body.strip()[:200]}" if body.strip() else f"HTTP {status}"
