@@ -81,17 +81,18 @@ async def stream_while(
     return answers
 
 
-async def test_model_replica_dies_mid_stream(faults_url: str, images: Path) -> None:
+@pytest.mark.parametrize("deployment", ["OCRModel", "FrameSampler"])
+async def test_replica_dies_mid_stream(faults_url: str, images: Path, deployment: str) -> None:
+    """Kill the model (or the sampler, with the streams' state) mid-stream: every frame is answered
+    exactly once (``stream_while``), Serve starts a new replica, and reads go on on it."""
     ws_url = faults_url.replace("http", "ws") + "/v1/stream"
-    before = replica("faults", "OCRModel")
+    before = replica("faults", deployment)
     answers = await stream_while(
-        ws_url, alternating(images), 30, 4, lambda: ray.kill(replica("faults", "OCRModel"), no_restart=True)
+        ws_url, alternating(images), 30, 4, lambda: ray.kill(replica("faults", deployment), no_restart=True)
     )
-    after = replica("faults", "OCRModel")
-    assert after._actor_id != before._actor_id, "Serve replaced the dead replica"
+    assert replica("faults", deployment)._actor_id != before._actor_id, "Serve replaced the dead replica"
     statuses = [a.get("status") or a.get("code") for a in answers]
-    assert "internal" in statuses or "skipped" in statuses, "the frames it held were answered"
-    assert statuses[-8:].count("ok") >= 4, "reads flow again on the new replica"
+    assert statuses[-8:].count("ok") >= 4, "the stream did not stall: reads flow on the new replica"
 
 
 async def test_ingress_replica_dies_client_reconnects(faults_url: str, images: Path) -> None:
@@ -257,8 +258,8 @@ async def test_flood_of_large_frames_stays_within_memory(deploy_app: Any) -> Non
     # pulled, as unpickled, the frame's image, its copy to the sampler); docs/design.md, "Memory".
     bound = held + STREAMS * 4 * frame + slack
     assert grew["StreamIngress"] < bound >> 20, f"grew {grew} MiB, ingress bound {bound >> 20} MiB"
-    # Past the ingress only admitted frames travel: the sampler's bound does not grow with streams.
-    assert grew["FrameSampler"] < (held + slack) >> 20, (
-        f"grew {grew} MiB, sampler bound {(held + slack) >> 20} MiB"
-    )
+    # Past the ingress only admitted frames travel (as sent, as received), plus the decoders' working
+    # set: the sampler's bound does not grow with connections.
+    sampler_bound = 2 * held + slack
+    assert grew["FrameSampler"] < sampler_bound >> 20, f"grew {grew} MiB, bound {sampler_bound >> 20} MiB"
     print(f"peak growth {grew} MiB with {STREAMS} streams, {sum(answered.values())} answers")
