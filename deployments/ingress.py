@@ -163,7 +163,7 @@ class StreamIngress:
             job = Job(seq=1, frame_id=frame_id, image=image, ts=now, received=now)
             answer = None
             async for outcomes in self._submit(f"http:{uuid.uuid4().hex}", [job], oneshot=True):
-                answer = outcomes[0].answer if outcomes else answer
+                answer = next((o.answer for o in outcomes if o.answer is not None), answer)
             if answer is None:
                 raise ProtocolError(ErrorCode.INTERNAL, "the frame was not answered")
         except ProtocolError as exc:
@@ -193,10 +193,15 @@ class StreamIngress:
     # --- WebSocket ----------------------------------------------------------
 
     def _submit(
-        self, stream_id: str, jobs: list[Job], fps: float | None = None, oneshot: bool = False
+        self,
+        stream_id: str,
+        jobs: list[Job],
+        fps: float | None = None,
+        oneshot: bool = False,
+        claim: bool = False,
     ) -> AsyncIterator[list[Outcome]]:
         handle = self._sampler.options(stream=True)
-        return handle.submit.remote(stream_id, jobs, fps, oneshot)
+        return handle.submit.remote(stream_id, jobs, fps, oneshot, claim)
 
     @app.websocket("/v1/stream")
     async def stream(self, ws: WebSocket) -> None:
@@ -223,7 +228,7 @@ class StreamIngress:
         session = StreamSession(
             stream_id,
             self._config,
-            submit=lambda jobs: self._submit(stream_id, jobs, fps),
+            submit=lambda jobs, claim: self._submit(stream_id, jobs, fps, claim=claim),
             configure=lambda value: self._sampler.configure.remote(stream_id, value),
             send=ws.send_text,
             quota=quota,

@@ -63,11 +63,16 @@ class FrameSampler:
             reported = self._sampler.reads
 
     async def submit(
-        self, stream_id: str, jobs: list[Job], fps: float | None = None, oneshot: bool = False
+        self,
+        stream_id: str,
+        jobs: list[Job],
+        fps: float | None = None,
+        oneshot: bool = False,
+        claim: bool = False,
     ) -> AsyncIterator[list[Outcome]]:
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        async for outcomes in self._sampler.submit(stream_id, jobs, fps=fps, oneshot=oneshot):
+        async for outcomes in self._sampler.submit(stream_id, jobs, fps=fps, oneshot=oneshot, claim=claim):
             yield outcomes
         if oneshot:
             self._sampler.close(stream_id)

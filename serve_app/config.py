@@ -238,6 +238,12 @@ class SamplerConfig(BaseConfig):
     admission_timeout_s: float = Field(
         1.0, gt=0, description="A frame waiting this long for a free read slot is answered `overloaded`."
     )
+    claim_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        description="A read slot granted to a waiting frame waits this long for the ingress to hand over "
+        "a newer frame of the stream; then the waiting frame is read.",
+    )
     read_timeout_s: float = Field(10.0, gt=0, description="A model call that takes longer fails `internal`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from serve_app.protocol import ErrorAnswer, Line, ResultAnswer
 
@@ -18,12 +19,20 @@ class Job:
     received: float  # wall clock at the ingress (time.time())
 
 
+class Notice(StrEnum):
+    """What the sampler tells the ingress about a job it has not answered yet."""
+
+    WAITING = "waiting"  # it waits for a read slot: hold newer frames at the ingress, newest wins
+    GRANTED = "granted"  # its slot is free: hand over the newest frame held (a claim), or none
+
+
 @dataclass(slots=True)
 class Outcome:
-    """The sampler's answer to a job (``timing.total_ms`` is set by the ingress)."""
+    """The sampler's answer to a job (``timing.total_ms`` is set by the ingress), or a notice."""
 
     seq: int
-    answer: ResultAnswer | ErrorAnswer
+    answer: ResultAnswer | ErrorAnswer | None = None
+    notice: Notice | None = None
 
 
 @dataclass(slots=True)

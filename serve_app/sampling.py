@@ -22,7 +22,7 @@ from typing import Any
 
 from serve_app.config import SamplerConfig
 from serve_app.dedup import ChangeDetector, Fingerprint
-from serve_app.jobs import Job, Outcome, ReadReply
+from serve_app.jobs import Job, Notice, Outcome, ReadReply
 from serve_app.protocol import ErrorAnswer, ErrorCode, Line, ProtocolError, ResultAnswer, SkipReason, Timing
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ class _Ticket:
     error: ProtocolError | None = None
     answered: bool = False
     timer: asyncio.TimerHandle | None = None
+    parked: bool = False  # its sender was told it waits: a free slot asks the sender for a newer frame
+
+    def notify(self, notice: Notice) -> None:
+        if not self.answered:
+            self.deliver(Outcome(self.job.seq, notice=notice))
 
     def answer(self, answer: ResultAnswer | ErrorAnswer) -> None:
         if not self.answered:
@@ -79,6 +84,7 @@ class _Stream:
     last_seen: float
     ref: _Reference | None = None
     waiting: _Ticket | None = None
+    granted: _Ticket | None = None  # a parked frame whose slot is held until its sender claims it
     reading: bool = False
     served_at: float = 0.0  # when its last read started (monotonic): fair share goes to the oldest
     next_read_ts: float | None = None
@@ -121,6 +127,11 @@ class Sampler:
         if stream is not None and stream.waiting is not None:
             stream.waiting.skip(SkipReason.SUPERSEDED, None)
             stream.waiting = None
+        if stream is not None and stream.granted is not None:
+            stream.granted.skip(SkipReason.SUPERSEDED, None)
+            stream.granted = None
+            self._in_flight -= 1  # the slot it held
+            self._pump()
 
     def expire_idle(self, now: float | None = None) -> int:
         cutoff = (now or time.monotonic()) - self.config.stream_idle_timeout_s
@@ -144,21 +155,41 @@ class Sampler:
         }
 
     async def submit(
-        self, stream_id: str, jobs: list[Job], *, fps: float | None = None, oneshot: bool = False
+        self,
+        stream_id: str,
+        jobs: list[Job],
+        *,
+        fps: float | None = None,
+        oneshot: bool = False,
+        claim: bool = False,
     ) -> AsyncIterator[list[Outcome]]:
-        """Answers for ``jobs``: first those decided at once (maybe none), then the rest as they come."""
+        """Answers for ``jobs``: first those decided at once (maybe none), then the rest as they come.
+
+        Notices ride along: :attr:`Notice.WAITING` when the last of ``jobs`` waits for a read slot
+        (the ingress then holds newer frames itself, so frames that would only supersede each
+        other here never cross), :attr:`Notice.GRANTED` when that slot is free; the ingress answers
+        it with a ``claim``: its newest frame, read at once in that slot, or nothing.
+        """
         outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         stream = self._stream(stream_id, fps, oneshot)
-        for job in jobs:
-            await self._decide(stream, _Ticket(job, outcomes.put_nowait))
-            self._pump()  # a frame that starts its read now is the reference of the next
+        tickets = [_Ticket(job, outcomes.put_nowait) for job in jobs]
+        if claim and stream.granted is not None:
+            self._claim(stream, tickets)
+        else:
+            for ticket in tickets:
+                await self._decide(stream, ticket)
+                self._pump()  # a frame that starts its read now is the reference of the next
+        waiting = stream.waiting
+        if waiting is not None and not stream.oneshot and any(t is waiting for t in tickets):
+            waiting.parked = True
+            waiting.notify(Notice.WAITING)
         remaining = len(jobs)
         first = True
         while remaining or first:
             batch = [] if first and outcomes.empty() else [await outcomes.get()]
             while not outcomes.empty():
                 batch.append(outcomes.get_nowait())
-            remaining -= len(batch)
+            remaining -= sum(1 for outcome in batch if outcome.answer is not None)
             first = False
             yield batch
 
@@ -256,11 +287,34 @@ class Sampler:
             stream.reading = True
             stream.served_at = time.monotonic()
             self._in_flight += 1
-            self.reads += 1
-            ref = _Reference(ticket.job.frame_id, ticket.fingerprint, time.monotonic())
-            if not stream.oneshot:
-                stream.ref = ref  # later frames are compared with this one from now on
-            asyncio.get_running_loop().create_task(self._read_one(stream, ticket, ref))
+            if ticket.parked:  # its sender may hold newer frames: ask for the newest
+                stream.granted = ticket
+                ticket.timer = asyncio.get_running_loop().call_later(
+                    self.config.claim_timeout_s, self._claim, stream, []
+                )
+                ticket.notify(Notice.GRANTED)
+            else:
+                self._start(stream, ticket)
+
+    def _claim(self, stream: _Stream, newer: list[_Ticket]) -> None:
+        """Fill the slot held for a granted frame: with the newest of ``newer``, else that frame."""
+        chosen, stream.granted = stream.granted, None
+        if chosen is None:
+            return
+        if chosen.timer is not None:
+            chosen.timer.cancel()
+            chosen.timer = None
+        for ticket in newer:
+            chosen.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
+            chosen = ticket
+        self._start(stream, chosen)
+
+    def _start(self, stream: _Stream, ticket: _Ticket) -> None:
+        self.reads += 1
+        ref = _Reference(ticket.job.frame_id, ticket.fingerprint, time.monotonic())
+        if not stream.oneshot:
+            stream.ref = ref  # later frames are compared with this one from now on
+        asyncio.get_running_loop().create_task(self._read_one(stream, ticket, ref))
 
     async def _read_one(self, stream: _Stream, ticket: _Ticket, ref: _Reference) -> None:
         started = time.time()

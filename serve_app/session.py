@@ -8,7 +8,10 @@ the ledger. Answers arriving for frames no longer in the ledger are dropped.
 Frames cross to the sampler in batches: while one batch is being decided, the
 frames that arrive meanwhile wait here (bounded; oldest dropped first) and go
 together in the next call, so a fast stream pays one handle hop per batch, not
-per frame.
+per frame. While one of the stream's frames waits at the sampler for a read
+slot (``Notice.WAITING``), newer frames are held here instead, newest wins,
+and cross only when the slot is granted (``Notice.GRANTED``, answered with a
+claim): under overload a frame that would only be superseded costs no hop.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Protocol
 
 from serve_app.config import IngressConfig
 from serve_app.images import probe
-from serve_app.jobs import Job, Outcome
+from serve_app.jobs import Job, Notice, Outcome
 from serve_app.protocol import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
@@ -44,7 +47,7 @@ from serve_app.security import ConnectionQuota, QuotaDecision
 
 logger = logging.getLogger(__name__)
 
-SubmitFn = Callable[[list[Job]], AsyncIterator[list[Outcome]]]
+SubmitFn = Callable[[list[Job], bool], AsyncIterator[list[Outcome]]]  # (jobs, claim)
 ConfigureFn = Callable[[float], Awaitable[float]]
 SendFn = Callable[[str], Awaitable[None]]
 
@@ -106,6 +109,8 @@ class StreamSession:
         self._pending: list[Job] = []
         self._pending_bytes = 0
         self._seq = 0
+        self._parked: int | None = None  # seq of the frame waiting at the sampler for a read slot
+        self._claim = False  # its slot was granted: the next call hands over the newest frame
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,7 +177,8 @@ class StreamSession:
         self._ledger[job.seq] = _Entry(frame.frame_id, time.monotonic(), len(frame.image))
         self._pending.append(job)
         self._pending_bytes += len(job.image)
-        while len(self._pending) > self.config.max_pending_frames or (
+        limit = 1 if self._parked is not None else self.config.max_pending_frames
+        while len(self._pending) > limit or (
             self._pending_bytes > self.config.max_pending_bytes and len(self._pending) > 1
         ):
             old = self._pending.pop(0)
@@ -198,12 +204,29 @@ class StreamSession:
             self._observer.answered(answer)
         self._post(answer.encode())
 
+    def _notice(self, outcome: Outcome) -> None:
+        if outcome.notice is Notice.WAITING:
+            if outcome.seq in self._ledger:
+                self._parked = outcome.seq
+            return
+        if self._parked == outcome.seq:  # GRANTED
+            self._parked = None
+        self._claim = True
+        self._wake.set()
+
     def deliver(self, outcome: Outcome) -> None:
+        if outcome.notice is not None:
+            self._notice(outcome)
+            return
+        if outcome.seq == self._parked:
+            self._parked = None
+            self._wake.set()
         entry = self._ledger.pop(outcome.seq, None)
         if entry is None:
             return  # answered already (deadline, retry): exactly one answer
         self._budget.give(entry.nbytes)
         answer = outcome.answer
+        assert answer is not None
         if isinstance(answer, ResultAnswer):
             total_ms = round((time.monotonic() - entry.received) * 1000.0, 1)
             if answer.timing is None:
@@ -255,17 +278,20 @@ class StreamSession:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while (self._pending and self._parked is None) or self._claim:
+                claim, self._claim = self._claim, False
                 jobs = [job for job in self._pending if job.seq in self._ledger]
                 self._pending, self._pending_bytes = [], 0
-                if jobs:
+                if jobs or claim:
                     decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    self._spawn(self._forward(jobs, decided, retry=True))
+                    self._spawn(self._forward(jobs, decided, retry=True, claim=claim))
                     await decided  # one batch at a time is being decided
 
-    async def _forward(self, jobs: list[Job], decided: asyncio.Future[None], *, retry: bool) -> None:
+    async def _forward(
+        self, jobs: list[Job], decided: asyncio.Future[None], *, retry: bool, claim: bool = False
+    ) -> None:
         try:
-            async for outcomes in self._submit(jobs):
+            async for outcomes in self._submit(jobs, claim):
                 for outcome in outcomes:
                     self.deliver(outcome)
                 if not decided.done():
@@ -277,6 +303,9 @@ class StreamSession:
             logger.warning(
                 "stream %s: sampler call failed (%s), %d frames open", self.stream_id, exc, len(left)
             )
+            if any(job.seq == self._parked for job in jobs):
+                self._parked = None  # a new sampler replica does not know it
+                self._wake.set()
             if left and retry:
                 await self._forward(left, decided, retry=False)
             for job in left:

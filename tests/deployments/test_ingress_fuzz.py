@@ -369,7 +369,7 @@ class FlakySampler:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def submit(self, jobs: list[Job]) -> AsyncIterator[list[Outcome]]:
+    async def submit(self, jobs: list[Job], claim: bool = False) -> AsyncIterator[list[Outcome]]:
         self.calls += 1
         yield []
         await asyncio.sleep(0)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from serve_app.config import SamplerConfig
-from serve_app.jobs import Job, Outcome, ReadReply
+from serve_app.jobs import Job, Notice, Outcome, ReadReply
 from serve_app.protocol import ErrorCode, Line, ProtocolError
 from serve_app.sampling import Sampler
 
@@ -69,14 +69,26 @@ def job(frame_id: int, image: bytes, ts: float) -> Job:
     return Job(seq=next(_seq), frame_id=frame_id, image=image, ts=ts, received=time.time())
 
 
+async def claim(sampler: Sampler, stream: str, jobs: list[Job] | None = None) -> dict[int, dict[str, Any]]:
+    """What the ingress does on a grant: hand over its newest frames (none: the waiting one is read)."""
+    return await collect(sampler, stream, jobs or [], claim=True)
+
+
 async def collect(sampler: Sampler, stream: str, jobs: list[Job], **kw: Any) -> dict[int, dict[str, Any]]:
+    """All answers of one submit call; a grant is answered as an ingress holding nothing newer would."""
     by_seq = {j.seq: j.frame_id for j in jobs}
     got: dict[int, dict[str, Any]] = {}
+    claims: list[asyncio.Task[Any]] = []
     async for outcomes in sampler.submit(stream, jobs, **kw):
         for o in outcomes:
+            if o.notice is Notice.GRANTED:
+                claims.append(asyncio.create_task(claim(sampler, stream)))
+            if o.answer is None:
+                continue
             assert o.seq in by_seq and by_seq[o.seq] not in got, "exactly one answer per frame"
             got[by_seq[o.seq]] = o.answer.model_dump(mode="json", exclude_none=True)
     assert len(got) == len(jobs)
+    await asyncio.gather(*claims)
     return got
 
 
@@ -307,3 +319,66 @@ async def test_fair_share_under_a_burst_with_deadlines() -> None:
     counts = [reads[f"s{k}"] for k in range(30)]
     jain = sum(counts) ** 2 / (len(counts) * sum(c * c for c in counts))
     assert jain >= 0.9, (jain, counts)
+
+
+async def record(sampler: Sampler, stream: str, jobs: list[Job], log: list[tuple[int, str]]) -> None:
+    """One submit call's answers and notices, in order, as (frame_id, status/reason/notice); no claims."""
+    by_seq = {j.seq: j.frame_id for j in jobs}
+    async for outcomes in sampler.submit(stream, jobs):
+        for o in outcomes:
+            if o.answer is None:
+                log.append((by_seq[o.seq], str(o.notice)))
+            else:
+                answer = o.answer.model_dump(mode="json", exclude_none=True)
+                log.append((by_seq[o.seq], answer.get("reason") or answer["status"]))
+
+
+async def test_a_waiting_frame_is_announced_and_its_slot_goes_to_the_newest_frame_claimed() -> None:
+    """The ingress holds newer frames while one waits; on the grant it hands over the newest."""
+    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1)
+    model.gate.clear()
+    log: list[tuple[int, str]] = []
+    first = asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log))
+    await asyncio.sleep(0.02)
+    assert log == [(2, "waiting")], "frame 2 waits for the slot frame 1 reads in"
+    model.gate.set()
+    await asyncio.sleep(0.02)
+    assert log[-2:] == [(1, "ok"), (2, "granted")]
+    claimed = await claim(sampler, "s", [job(3, b"C", 2.0), job(4, b"D", 3.0)])
+    await asyncio.gather(first, second)
+    assert log[-1] == (2, "superseded")
+    assert claimed[3]["reason"] == "superseded" and claimed[4]["status"] == "ok"
+    assert model.reads == [b"A", b"D"], "the granted slot read the newest frame, at once"
+
+
+async def test_a_granted_slot_reads_the_waiting_frame_when_no_claim_comes() -> None:
+    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, claim_timeout_s=0.05)
+    model.gate.clear()
+    log: list[tuple[int, str]] = []
+    first = asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log))
+    await asyncio.sleep(0.02)
+    model.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 2)
+    assert log == [(2, "waiting"), (1, "ok"), (2, "granted"), (2, "ok")]
+    assert model.reads == [b"A", b"B"]
+
+
+async def test_closing_a_stream_frees_the_slot_held_for_its_claim() -> None:
+    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, claim_timeout_s=30.0)
+    model.gate.clear()
+    log: list[tuple[int, str]] = []
+    first = asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log))
+    await asyncio.sleep(0.02)
+    model.gate.set()
+    await asyncio.sleep(0.02)
+    assert log[-1] == (2, "granted")
+    sampler.close("s")
+    other = await asyncio.wait_for(collect(sampler, "t", [job(1, b"T", 0.0)]), 2)
+    await asyncio.gather(first, second)
+    assert log[-1] == (2, "superseded") and other[1]["status"] == "ok", "the held slot went to stream t"

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from serve_app.config import IngressConfig, LimitsConfig, SecurityConfig
-from serve_app.jobs import Job, Outcome
-from serve_app.protocol import ResultAnswer, encode_binary_frame
+from serve_app.jobs import Job, Notice, Outcome
+from serve_app.protocol import ResultAnswer, SkipReason, encode_binary_frame
 from serve_app.security import ConnectionLimiter, Principal, TenantLimits
 from serve_app.session import StreamSession
 
@@ -33,7 +33,7 @@ class StandInSampler:
         self.delay = delay
         self.failures = failures
 
-    async def submit(self, jobs: list[Job]) -> AsyncIterator[list[Outcome]]:
+    async def submit(self, jobs: list[Job], claim: bool = False) -> AsyncIterator[list[Outcome]]:
         self.calls.append([j.frame_id for j in jobs])
         yield []
         await asyncio.sleep(self.delay)
@@ -216,3 +216,57 @@ async def test_drain_answers_every_open_frame_before_returning() -> None:
     writer.cancel()
     await session.close()
     assert [(a["frame_id"], a["code"]) for a in sent] == [(1, "internal")], "answered before the close"
+
+
+class ParkingSampler:
+    """Parks the first call's last frame (``WAITING``), grants its slot when ``grant`` is set, reads
+    what the claim brings and answers the parked frame ``superseded`` by it, as the sampler does."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], bool]] = []
+        self.grant = asyncio.Event()
+        self.claimed: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
+
+    async def submit(self, jobs: list[Job], claim: bool = False) -> AsyncIterator[list[Outcome]]:
+        self.calls.append(([j.frame_id for j in jobs], claim))
+        if claim:
+            self.claimed.set_result(jobs)
+            yield [Outcome(j.seq, ResultAnswer(frame_id=j.frame_id, status="ok", lines=[])) for j in jobs]
+            return
+        parked = jobs[-1]
+        yield [Outcome(parked.seq, notice=Notice.WAITING)]
+        await self.grant.wait()
+        yield [Outcome(parked.seq, notice=Notice.GRANTED)]
+        newest = (await self.claimed)[-1].frame_id
+        answer = ResultAnswer(
+            frame_id=parked.frame_id, status="skipped", reason=SkipReason.SUPERSEDED, ref_frame_id=newest
+        )
+        yield [Outcome(parked.seq, answer)]
+
+
+async def test_frames_wait_here_while_one_waits_for_a_slot_and_the_newest_is_claimed() -> None:
+    sampler = ParkingSampler()
+    sent: list[dict[str, Any]] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    session = StreamSession("s", IngressConfig(), submit=sampler.submit, configure=None, send=send)
+    writer = asyncio.create_task(session.run())
+    session.receive(encode_binary_frame(0, png()))
+    await asyncio.sleep(0.05)
+    for i in range(1, 6):
+        session.receive(encode_binary_frame(i, png()))
+    await asyncio.sleep(0.05)
+    assert sampler.calls == [([0], False)], "nothing crosses while frame 0 waits at the sampler"
+    assert [(a["frame_id"], a["reason"], a["ref_frame_id"]) for a in sent] == [
+        (i, "superseded", i + 1) for i in range(1, 5)
+    ], "the frames held here are superseded here, each by the next"
+    sampler.grant.set()
+    await asyncio.sleep(0.05)
+    assert sampler.calls == [([0], False), ([5], True)], "the grant is answered with the newest frame"
+    by_id = {a["frame_id"]: a for a in sent}
+    assert len(sent) == 6 and sorted(by_id) == list(range(6)), "exactly one answer per frame"
+    assert by_id[0]["ref_frame_id"] == 5 and by_id[5]["status"] == "ok"
+    writer.cancel()
+    await session.close()
