@@ -41,7 +41,7 @@ from serve_app.protocol import (
     validate_stream_id,
 )
 from serve_app.security import Authenticator, AuthError, ConnectionLimiter, ConnectionQuota, QuotaDecision
-from serve_app.session import ByteBudget, StreamSession
+from serve_app.session import ByteBudget, LoadShedder, StreamSession
 
 logger = logging.getLogger("ray.serve")
 
@@ -97,6 +97,7 @@ class StreamIngress:
         self._info: dict[str, Any] | None = None
         self._metrics = IngressMetrics()
         self._budget = ByteBudget(config.max_held_bytes)
+        self._shedder = LoadShedder(config.shed_lag_s)
         self._auth = Authenticator(config.security)
         self._limiter = ConnectionLimiter(config.security.limits)
         if not self._auth.enabled:
@@ -234,6 +235,7 @@ class StreamIngress:
             quota=quota,
             observer=self._metrics,
             budget=self._budget,
+            shedder=self._shedder,
         )
         self._sessions[session] = ws
         self._start_expiry()
@@ -297,7 +299,10 @@ class StreamIngress:
 
     async def _expire(self) -> None:
         while True:
+            slept = time.monotonic()
             await asyncio.sleep(_EXPIRY_PERIOD_S)
+            self._shedder.observe(time.monotonic() - slept - _EXPIRY_PERIOD_S)
+            self._metrics.shed_share.set(self._shedder.share)
             if not self._draining.is_set() and _replica_draining():
                 logger.info("ingress draining: answering %d streams, then closing them", len(self._sessions))
                 self._draining.set()

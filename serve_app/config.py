@@ -157,6 +157,12 @@ class IngressConfig(BaseConfig):
     frame_deadline_s: float = Field(
         10.0, gt=0, description="No frame waits longer than this for its answer (`overloaded` then)."
     )
+    shed_lag_s: float = Field(
+        0.1,
+        gt=0,
+        description="While the replica's event loop lags more than this, a growing share of new frames "
+        "is answered `overloaded` at once, without a sampler call (edge shedding).",
+    )
     ready_timeout_s: float = Field(2.0, gt=0, description="How long /healthz waits for the OCR replicas.")
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")

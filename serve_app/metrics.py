@@ -32,6 +32,9 @@ class IngressMetrics:
         )
         self.streams = Gauge("ocr_open_streams", description="Open WebSocket streams on this replica.")
         self.pending = Gauge("ocr_ingress_unanswered", description="Frames received and not yet answered.")
+        self.shed_share = Gauge(
+            "ocr_ingress_shed_share", description="Share of new frames shed at the edge (0-1)."
+        )
 
     def received(self) -> None:
         self.frames.inc()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -84,6 +85,30 @@ class ByteBudget:
         self.held -= nbytes
 
 
+class LoadShedder:
+    """Edge shedding for one ingress replica, driven by its event loop's lag.
+
+    Serve's WebSocket path has no backpressure: messages the loop cannot keep
+    up with queue in front of it and everything (answers, pings) lags behind
+    them. While the lag measured each tick is over ``max_lag_s``, the share of
+    new frames answered ``overloaded`` at once (no sampler call, the most
+    expensive step) grows by 0.1; below it, it shrinks by 0.05. Some frames
+    always go on (at most 95% shed), so every stream keeps being read.
+    """
+
+    def __init__(self, max_lag_s: float, chance: Callable[[], float] = random.random) -> None:
+        self.max_lag_s = max_lag_s
+        self.share = 0.0
+        self._chance = chance
+
+    def observe(self, lag_s: float) -> None:
+        step = 0.1 if lag_s > self.max_lag_s else -0.05
+        self.share = min(0.95, max(0.0, self.share + step))
+
+    def shed(self) -> bool:
+        return self.share > 0.0 and self._chance() < self.share
+
+
 class StreamSession:
     def __init__(
         self,
@@ -96,11 +121,13 @@ class StreamSession:
         quota: ConnectionQuota | None = None,
         observer: Observer | None = None,
         budget: ByteBudget | None = None,
+        shedder: LoadShedder | None = None,
     ) -> None:
         self.stream_id = stream_id
         self._quota = quota
         self._observer = observer
         self._budget = budget or ByteBudget(config.max_held_bytes)
+        self._shedder = shedder
         self.config = config
         self._submit = submit
         self._configure = configure
@@ -165,8 +192,9 @@ class StreamSession:
         except ProtocolError as exc:
             exc.frame_id = frame.frame_id
             raise
-        if not self._budget.take(len(frame.image)):
-            # Memory is bounded: shed at once rather than hold more frames.
+        shed = self._shedder is not None and self._shedder.shed()
+        if shed or not self._budget.take(len(frame.image)):
+            # The loop is behind, or memory is bounded: shed at once rather than hold more frames.
             answer = ResultAnswer(frame_id=frame.frame_id, status="skipped", reason=SkipReason.OVERLOADED)
             answer.timing = Timing(total_ms=0.0)
             self._reply(answer)

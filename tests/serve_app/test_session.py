@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from serve_app.config import IngressConfig, LimitsConfig, SecurityConfig
 from serve_app.jobs import Job, Notice, Outcome
 from serve_app.protocol import ResultAnswer, SkipReason, encode_binary_frame
 from serve_app.security import ConnectionLimiter, Principal, TenantLimits
-from serve_app.session import StreamSession
+from serve_app.session import LoadShedder, StreamSession
 
 
 def png(width: int = 32, height: int = 16) -> bytes:
@@ -268,5 +269,44 @@ async def test_frames_wait_here_while_one_waits_for_a_slot_and_the_newest_is_cla
     by_id = {a["frame_id"]: a for a in sent}
     assert len(sent) == 6 and sorted(by_id) == list(range(6)), "exactly one answer per frame"
     assert by_id[0]["ref_frame_id"] == 5 and by_id[5]["status"] == "ok"
+    writer.cancel()
+    await session.close()
+
+
+def test_load_shedder_follows_the_event_loop_lag() -> None:
+    shedder = LoadShedder(0.1, chance=lambda: 0.5)
+    assert not shedder.shed(), "no lag, nothing shed"
+    for _ in range(6):
+        shedder.observe(0.3)
+    assert shedder.share == pytest.approx(0.6) and shedder.shed()
+    for _ in range(20):
+        shedder.observe(0.3)
+    assert shedder.share == pytest.approx(0.95), "some frames always go on"
+    for _ in range(19):
+        shedder.observe(0.01)
+    assert shedder.share == pytest.approx(0.0) and not shedder.shed()
+
+
+async def test_shed_frames_are_answered_overloaded_at_once_without_a_sampler_call() -> None:
+    shedder = LoadShedder(0.1, chance=lambda: 0.0)
+    shedder.observe(1.0)
+    sampler = StandInSampler()
+    sent: list[dict[str, Any]] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    session = StreamSession(
+        "s", IngressConfig(), submit=sampler.submit, configure=None, send=send, shedder=shedder
+    )
+    writer = asyncio.create_task(session.run())
+    for i in range(5):
+        session.receive(encode_binary_frame(i, png()))
+    session.receive('{"type": "ping"}')
+    await asyncio.sleep(0.05)
+    assert [(a["frame_id"], a["reason"]) for a in sent if a["type"] == "result"] == [
+        (i, "overloaded") for i in range(5)
+    ]
+    assert sampler.calls == [] and sent[-1]["type"] == "pong", "pings are never shed"
     writer.cancel()
     await session.close()
