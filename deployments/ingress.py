@@ -309,6 +309,7 @@ class StreamIngress:
             now = time.monotonic()
             for session in list(self._sessions):
                 session.expire(now)
+            self._metrics.flush()
             self._metrics.streams.set(len(self._sessions))
             self._metrics.pending.set(sum(s.unanswered for s in self._sessions))
 
