@@ -158,7 +158,7 @@ class IngressConfig(BaseConfig):
         10.0, gt=0, description="No frame waits longer than this for its answer (`overloaded` then)."
     )
     shed_lag_s: float = Field(
-        0.1,
+        0.05,
         gt=0,
         description="While the replica's event loop lags more than this, a growing share of new frames "
         "is answered `overloaded` at once, without a sampler call (edge shedding).",
