@@ -333,52 +333,42 @@ async def record(sampler: Sampler, stream: str, jobs: list[Job], log: list[tuple
                 log.append((by_seq[o.seq], answer.get("reason") or answer["status"]))
 
 
-async def test_a_waiting_frame_is_announced_and_its_slot_goes_to_the_newest_frame_claimed() -> None:
-    """The ingress holds newer frames while one waits; on the grant it hands over the newest."""
-    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1)
+async def granted_slot(**config: Any) -> tuple[Sampler, StandInModel, list[tuple[int, str]], list[Any]]:
+    """Stream s: frame 1 reads, frame 2 waits (announced), frame 1 completes: 2's slot is granted."""
+    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, **config)
     model.gate.clear()
     log: list[tuple[int, str]] = []
-    first = asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))
+    calls = [asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))]
     await asyncio.sleep(0.02)
-    second = asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log))
+    calls.append(asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log)))
     await asyncio.sleep(0.02)
     assert log == [(2, "waiting")], "frame 2 waits for the slot frame 1 reads in"
     model.gate.set()
     await asyncio.sleep(0.02)
     assert log[-2:] == [(1, "ok"), (2, "granted")]
+    return sampler, model, log, calls
+
+
+async def test_a_waiting_frame_is_announced_and_its_slot_goes_to_the_newest_frame_claimed() -> None:
+    """The ingress holds newer frames while one waits; on the grant it hands over the newest."""
+    sampler, model, log, calls = await granted_slot()
     claimed = await claim(sampler, "s", [job(3, b"C", 2.0), job(4, b"D", 3.0)])
-    await asyncio.gather(first, second)
+    await asyncio.gather(*calls)
     assert log[-1] == (2, "superseded")
     assert claimed[3]["reason"] == "superseded" and claimed[4]["status"] == "ok"
     assert model.reads == [b"A", b"D"], "the granted slot read the newest frame, at once"
 
 
 async def test_a_granted_slot_reads_the_waiting_frame_when_no_claim_comes() -> None:
-    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, claim_timeout_s=0.05)
-    model.gate.clear()
-    log: list[tuple[int, str]] = []
-    first = asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))
-    await asyncio.sleep(0.02)
-    second = asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log))
-    await asyncio.sleep(0.02)
-    model.gate.set()
-    await asyncio.wait_for(asyncio.gather(first, second), 2)
+    _, model, log, calls = await granted_slot(claim_timeout_s=0.05)
+    await asyncio.wait_for(asyncio.gather(*calls), 2)
     assert log == [(2, "waiting"), (1, "ok"), (2, "granted"), (2, "ok")]
     assert model.reads == [b"A", b"B"]
 
 
 async def test_closing_a_stream_frees_the_slot_held_for_its_claim() -> None:
-    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, claim_timeout_s=30.0)
-    model.gate.clear()
-    log: list[tuple[int, str]] = []
-    first = asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))
-    await asyncio.sleep(0.02)
-    second = asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log))
-    await asyncio.sleep(0.02)
-    model.gate.set()
-    await asyncio.sleep(0.02)
-    assert log[-1] == (2, "granted")
+    sampler, _, log, calls = await granted_slot(claim_timeout_s=30.0)
     sampler.close("s")
     other = await asyncio.wait_for(collect(sampler, "t", [job(1, b"T", 0.0)]), 2)
-    await asyncio.gather(first, second)
+    await asyncio.gather(*calls)
     assert log[-1] == (2, "superseded") and other[1]["status"] == "ok", "the held slot went to stream t"
