@@ -131,49 +131,69 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return dict(sorted(((n, round(v, 3)) for n, v in delta.items() if v > 0.0005), key=lambda kv: -kv[1]))
 
 
-class ReplicaPoller:
-    """Counts RUNNING replicas of each deployment of ``app`` once per ``period_s`` (in a thread).
+class Periodic:
+    """Calls :meth:`sample` every ``period_s`` in a thread between :meth:`start` and :meth:`stop`.
 
-    Needs Ray initialised in this process (``running_app`` does); samples are
-    ``{"t": seconds since start(), "<deployment>": running, ...}``.
+    Rows go to ``samples``; a sample that raises is recorded in ``error`` and
+    never stops the benchmark. :meth:`elapsed` is seconds since ``start()``.
     """
 
-    def __init__(self, app: str = "ocr", period_s: float = 1.0) -> None:
+    def __init__(self, period_s: float, name: str) -> None:
         import threading
 
-        self.app = app
         self.period_s = period_s
         self.samples: list[dict[str, Any]] = []
         self.error: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replica-poller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._t0 = 0.0
 
-    def start(self, t0: float | None = None) -> ReplicaPoller:
+    def start(self, t0: float | None = None) -> Periodic:
         self._t0 = time.perf_counter() if t0 is None else t0
         self._thread.start()
         return self
 
     def stop(self) -> list[dict[str, Any]]:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=30)
         return self.samples
 
-    def _run(self) -> None:
-        from ray import serve
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self._t0, 2)
 
+    def sample(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                app = serve.status().applications[self.app]
-                sample: dict[str, Any] = {"t": round(time.perf_counter() - self._t0, 2)}
-                for name, deployment in app.deployments.items():
-                    sample[name] = sum(
-                        n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING")
-                    )
-                self.samples.append(sample)
-            except Exception as exc:  # the poller must never stop a benchmark
+                self.samples.append(self.sample())
+            except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"[:300]
             self._stop.wait(self.period_s)
+
+
+class ReplicaPoller(Periodic):
+    """Counts RUNNING replicas of each deployment of ``app`` once per ``period_s``.
+
+    Needs Ray initialised in this process (``running_app`` does); samples are
+    ``{"t": seconds since start(), "<deployment>": running, ...}``.
+    """
+
+    def __init__(self, app: str = "ocr", period_s: float = 1.0) -> None:
+        super().__init__(period_s, "replica-poller")
+        self.app = app
+
+    def sample(self) -> dict[str, Any]:
+        from ray import serve
+
+        app = serve.status().applications[self.app]
+        sample: dict[str, Any] = {"t": self.elapsed()}
+        for name, deployment in app.deployments.items():
+            sample[name] = sum(
+                n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING")
+            )
+        return sample
 
 
 def wait_for_no_ray(timeout_s: float = 600.0, poll_s: float = 10.0) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from bench.common import (
     ROOT,
+    Periodic,
     machine_info,
     process_name,
     running_app,
@@ -76,48 +76,32 @@ def held_streams() -> dict[str, int]:
     return out
 
 
-class Sampler:
-    """Samples memory, open files and held streams every ``period_s`` in a thread."""
+class Sampler(Periodic):
+    """Memory, open files and held streams of every Serve process, every ``period_s``."""
 
     def __init__(self, period_s: float) -> None:
-        self.period_s = period_s
-        self.rows: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
-        self._t0 = time.perf_counter()
+        super().__init__(period_s, "soak-sampler")
 
-    def start(self) -> Sampler:
-        self._t0 = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def stop(self) -> list[dict[str, Any]]:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self.rows
-
-    def _run(self) -> None:
+    def sample(self) -> dict[str, Any]:
         import psutil
 
-        while not self._stop.is_set():
-            row: dict[str, Any] = {"t": round(time.perf_counter() - self._t0, 1), "processes": {}}
-            for pid, name in serve_processes().items():
-                try:
-                    proc = psutil.Process(pid)
-                    memory = proc.memory_full_info()
-                    row["processes"][f"{name} ({pid})"] = {
-                        "rss_mib": round(memory.rss / MIB, 1),
-                        "uss_mib": round(memory.uss / MIB, 1),
-                        "fds": proc.num_fds(),
-                    }
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    continue
+        row: dict[str, Any] = {"t": round(self.elapsed(), 1), "processes": {}}
+        for pid, name in serve_processes().items():
             try:
-                row["streams_held"] = held_streams()
-            except Exception as exc:  # a peek must never stop the soak
-                row["streams_held"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
-            self.rows.append(row)
-            self._stop.wait(self.period_s)
+                proc = psutil.Process(pid)
+                memory = proc.memory_full_info()
+                row["processes"][f"{name} ({pid})"] = {
+                    "rss_mib": round(memory.rss / MIB, 1),
+                    "uss_mib": round(memory.uss / MIB, 1),
+                    "fds": proc.num_fds(),
+                }
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        try:
+            row["streams_held"] = held_streams()
+        except Exception as exc:  # a peek must never lose the row
+            row["streams_held"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+        return row
 
 
 def labels(n: int, hold: int) -> list[bytes]:
