@@ -4,6 +4,8 @@
     python -m bench.burst --baseline         # then the design it replaces, same load, side by side
     python -m bench.burst --baseline-only    # only the old design (bench/baseline_server.py)
     python -m bench.burst --url http://127.0.0.1:8000 [--ray-address auto]   # a running `serve run`
+    python -m bench.burst --phases 3x10,30x15,3x80 --out docs/bench/burst_autoscale.json \
+        --app-args '{"ocr": {"deployment_config": {"autoscaling_config": {"max_replicas": 2}}}}'
 
 Before the burst, in the same run: the unloaded single-frame latency (one
 stream, one frame at a time). Then the schedule ``--phases`` (default
@@ -169,9 +171,11 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
         analysis["target"] = f"{args.url} (a running service)"
         return analysis
     wait_for_no_ray()
-    with running_app(port=args.port) as url:
+    overrides = json.loads(args.app_args) if args.app_args else None
+    with running_app(overrides, port=args.port) as url:
         analysis = asyncio.run(measure(url, args, ReplicaPoller()))
     analysis["target"] = "the service (configs/serve.yaml, real PaddleOCR model), in-process Ray"
+    analysis["app_args_overrides"] = overrides
     return analysis
 
 
@@ -213,6 +217,9 @@ def main() -> None:
     parser.add_argument("--baseline-only", action="store_true")
     parser.add_argument("--baseline-port", type=int, default=8200)
     parser.add_argument("--out", type=Path, default=OUT / "burst.json")
+    parser.add_argument(
+        "--app-args", default=None, help="JSON merged into configs/serve.yaml's args (in-process service)"
+    )
     args = parser.parse_args()
 
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
