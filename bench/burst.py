@@ -4,7 +4,7 @@
     python -m bench.burst --baseline         # then the design it replaces, same load, side by side
     python -m bench.burst --baseline-only    # only the old design (bench/baseline_server.py)
     python -m bench.burst --url http://127.0.0.1:8000 [--ray-address auto]   # a running `serve run`
-    python -m bench.burst --phases 3x10,30x15,3x80 --out docs/bench/burst_autoscale.json \
+    python -m bench.burst --phases 3x10,30x15,3x20,0x90 --out docs/bench/burst_autoscale.json \
         --app-args '{"ocr": {"deployment_config": {"autoscaling_config": {"max_replicas": 2}}}}'
 
 Before the burst, in the same run: the unloaded single-frame latency (one
@@ -89,6 +89,8 @@ async def measure(url: str, args: argparse.Namespace, poller: ReplicaPoller | No
         poller.start()
     try:
         result = await LoadGen(spec).run()
+        # Trailing phases without streams (e.g. ``0x90``): keep watching the replicas scale down.
+        await asyncio.sleep(max(0.0, sum(p.duration_s for p in spec.phases) - result.wall_s))
     finally:
         replicas = poller.stop() if poller is not None else []
     analysis = analyse(result)

@@ -38,7 +38,7 @@ def plot_runs(runs: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
             _counts(axes[2][col], series, run)
         for ax in axes[:, col]:
             _phases(ax, run)
-            ax.set_xlim(0, max(1, len(series)))
+            ax.set_xlim(0, max(1, len(series), *(r["t"] for r in run.get("replicas") or [])))
             ax.grid(alpha=0.3)
         axes[-1][col].set_xlabel("seconds since the start of the load")
     fig.suptitle(title)
