@@ -241,10 +241,11 @@ class StreamIngress:
         self._start_expiry()
         writer = asyncio.create_task(session.run())
         idle_s = self._config.security.limits.idle_timeout_s
+        draining = asyncio.ensure_future(self._draining.wait())  # one per connection, not per message
         close: tuple[int, str] | None = None
         try:
             while not session.closed:
-                message = await self._receive(ws, idle_s)
+                message = await self._receive(ws, idle_s, draining)
                 if message is None:
                     close = self._ending_reason()
                     break
@@ -268,21 +269,22 @@ class StreamIngress:
             pass
         finally:
             self._sessions.pop(session, None)
+            draining.cancel()
             writer.cancel()
             await session.close()
             self._sampler.close_stream.remote(stream_id)
 
-    async def _receive(self, ws: WebSocket, timeout_s: float) -> dict[str, Any] | None:
+    async def _receive(
+        self, ws: WebSocket, timeout_s: float, draining: asyncio.Future[Any]
+    ) -> dict[str, Any] | None:
         """The next client message, or None once the connection idles too long or the replica drains.
 
         A draining replica stops reading: frames it never read are not its to answer, and the
         client re-sends them on its next connection (the ASGI receive queue is safe to cancel).
         """
         receive = asyncio.ensure_future(ws.receive())
-        draining = asyncio.ensure_future(self._draining.wait())
         first = asyncio.FIRST_COMPLETED
         done, _ = await asyncio.wait((receive, draining), timeout=timeout_s, return_when=first)
-        draining.cancel()
         if receive in done:
             return receive.result()
         receive.cancel()

@@ -243,7 +243,8 @@ class StreamSession:
         self._wake.set()
 
     def deliver(self, outcome: Outcome) -> None:
-        if outcome.notice is not None:
+        answer = outcome.answer
+        if answer is None:
             self._notice(outcome)
             return
         if outcome.seq == self._parked:
@@ -253,8 +254,6 @@ class StreamSession:
         if entry is None:
             return  # answered already (deadline, retry): exactly one answer
         self._budget.give(entry.nbytes)
-        answer = outcome.answer
-        assert answer is not None
         if isinstance(answer, ResultAnswer):
             total_ms = round((time.monotonic() - entry.received) * 1000.0, 1)
             if answer.timing is None:
