@@ -220,17 +220,18 @@ class Sampler:
         return True
 
     async def _decide(self, stream: _Stream, ticket: _Ticket) -> None:
-        """Cheapest checks first: only frames that pass the rate gate are decoded."""
-        ref = stream.ref
-        if stream.oneshot:
-            self._wait(stream, ticket)
-        elif stream.waiting is not None:
-            stream.waiting.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
+        """Cheapest checks first: only frames that pass the rate gate are decoded.
+
+        Decoding yields to the event loop, and other calls for this stream may run meanwhile:
+        what the stream holds (its reference, its waiting frame) is read again after it.
+        """
+        if stream.oneshot or stream.waiting is not None:
             self._wait(stream, ticket)  # fingerprinted when it gets its read slot
         elif self._too_soon(stream, ticket.job.ts):
-            ticket.skip(SkipReason.RATE, ref.frame_id if ref else None)
+            ticket.skip(SkipReason.RATE, stream.ref.frame_id if stream.ref else None)
         elif await self._fingerprint(ticket):
             stream.next_read_ts = ticket.job.ts + _RATE_TOLERANCE / stream.fps
+            ref = stream.ref
             if ref is not None and self._same(ref, ticket):
                 if ref.lines is None:
                     ref.followers.append(ticket)  # answered when the reference's read completes
@@ -256,6 +257,13 @@ class Sampler:
     # --- admission ----------------------------------------------------------
 
     def _wait(self, stream: _Stream, ticket: _Ticket) -> None:
+        """``ticket`` waits for a read slot; of two frames waiting, the one received last wins."""
+        held = stream.waiting
+        if held is not None and held.job.received > ticket.job.received:
+            ticket.skip(SkipReason.SUPERSEDED, held.job.frame_id)
+            return
+        if held is not None:
+            held.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
         stream.waiting = ticket
         ticket.timer = asyncio.get_running_loop().call_later(
             self.config.admission_timeout_s, self._overloaded, stream, ticket
