@@ -95,7 +95,8 @@ class Model:
         await asyncio.sleep(self._rng.uniform(0.0, MODEL_MAX_S))
         if roll > 1.0 - self._fail:
             raise RuntimeError("replica died")
-        return ReadReply(lines=[Line(text=job.image.decode(), score=1.0, box=[[0, 0], [1, 0], [1, 1], [0, 1]])])
+        box = [[0, 0], [1, 0], [1, 1], [0, 1]]
+        return ReadReply(lines=[Line(text=job.image.decode(), score=1.0, box=box)])
 
 
 @dataclass
