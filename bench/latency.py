@@ -2,9 +2,9 @@
 
     python -m bench.latency [--reps 5]
 
-The same frames (a 640x480 label and the shared images), one at a time, each
-read (consecutive frames differ, so dedup never skips one). Writes
-docs/bench/latency.json.
+The same frames (a 640x480 label and the test images of tests/data/images),
+one at a time, each read (consecutive frames differ, so dedup never skips
+one). Writes docs/bench/latency.json.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,7 +21,7 @@ import websockets
 from bench.common import ROOT, running_app, summary, write_json
 from serve_app.protocol import encode_binary_frame
 
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared")) / "data" / "images"
+IMAGES = ROOT / "tests" / "data" / "images"
 
 
 def label_jpeg() -> bytes:
@@ -35,8 +33,8 @@ def label_jpeg() -> bytes:
 
 
 def frames() -> list[tuple[str, bytes]]:
-    shared = sorted((p.name, p.read_bytes()) for p in SHARED.iterdir())
-    return [("label_640x480.jpg", label_jpeg()), *shared]
+    images = sorted((p.name, p.read_bytes()) for p in IMAGES.iterdir())
+    return [("label_640x480.jpg", label_jpeg()), *images]
 
 
 def direct(reps: int) -> dict[str, list[float]]:

@@ -3,10 +3,11 @@
     python -m bench.startup [--config configs/serve.yaml] [--runs 1]
 
 Starts `serve run` (embedded local Ray) in its own process group, times it to
-a 200 from /healthz, streams one shared image over the WebSocket and checks
-the text, then stops it (SIGINT, then SIGTERM, then SIGKILL: `serve run` does
-not always stop on SIGINT). Exits non-zero if any step fails; .ci/run runs it
-as a smoke test of the start command. Writes docs/bench/startup.json.
+a 200 from /healthz, streams one test image (tests/data/images) over the
+WebSocket and checks the text, then stops it (SIGINT, then SIGTERM, then
+SIGKILL: `serve run` does not always stop on SIGINT). Exits non-zero if any
+step fails; .ci/run runs it as a smoke test of the start command. With
+`--out docs/bench/startup.json` it writes the numbers there.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import yaml
 from bench.common import ROOT, wait_healthy, write_json
 from serve_app.protocol import encode_binary_frame
 
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared")) / "data" / "images"
+IMAGE = ROOT / "tests" / "data" / "images" / "text_rec.jpg"
 
 
 async def read_one(url: str) -> list[str]:
     async with websockets.connect(url.replace("http", "ws") + "/v1/stream", max_size=None) as ws:
-        await ws.send(encode_binary_frame(1, (SHARED / "text_rec.jpg").read_bytes()))
+        await ws.send(encode_binary_frame(1, IMAGE.read_bytes()))
         answer = json.loads(await asyncio.wait_for(ws.recv(), 60))
     return [line["text"] for line in answer.get("lines") or []]
 

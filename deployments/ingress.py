@@ -3,16 +3,18 @@
 No ``from __future__ import annotations`` here: FastAPI must see real
 annotations (``WebSocket``, ``Request``) on the methods Serve binds.
 
-Connections, limits and answers live here; frames go on to the sampler in
-batches (serve_app/session.py). Nothing slow runs on this event loop: image
-headers are probed here, decoding happens in the sampler and the model.
+Connections, limits, answers and each stream's sampling live here, with the
+stream (serve_app/session.py, serve_app/sampling.py): a frame that is not read
+costs no handle call. Frames to read go to the sampler, many streams' frames
+per call (serve_app/reads.py). Nothing slow runs on this event loop: image
+headers are probed here, frames are fingerprinted in worker threads.
 """
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 
@@ -25,9 +27,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect
 
 import serve_app
-from serve_app.config import IngressConfig
+from serve_app.config import IngressConfig, SamplerConfig
+from serve_app.dedup import ChangeDetector
 from serve_app.images import probe
-from serve_app.jobs import Job, Outcome
+from serve_app.jobs import Job, ReaderInfo
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import (
     PROTOCOL_VERSION,
@@ -37,11 +40,17 @@ from serve_app.protocol import (
     WS_1012_SERVICE_RESTART,
     ErrorCode,
     ProtocolError,
+    Roi,
+    parse_flag,
     parse_fps,
+    parse_roi,
     validate_stream_id,
 )
+from serve_app.reads import ReadBatcher
+from serve_app.sampling import StreamSampler, read_answer
 from serve_app.security import Authenticator, AuthError, ConnectionLimiter, ConnectionQuota, QuotaDecision
 from serve_app.session import ByteBudget, LoadShedder, StreamSession
+from serve_app.tracking import TextTracker
 
 logger = logging.getLogger("ray.serve")
 
@@ -88,9 +97,12 @@ app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
 @serve.ingress(app)
 class StreamIngress:
-    def __init__(self, config: IngressConfig, *, sampler: DeploymentHandle) -> None:
+    def __init__(self, config: IngressConfig, *, sampler: DeploymentHandle, sampling: SamplerConfig) -> None:
         self._config = config
         self._sampler = sampler
+        self._reads = ReadBatcher(sampler.options(stream=True).read.remote)
+        self._sampling = sampling
+        self._detector = ChangeDetector(sampling.dedup)
         self._sessions: dict[StreamSession, WebSocket] = {}
         self._expiry: asyncio.Task[None] | None = None
         self._draining = asyncio.Event()
@@ -125,19 +137,19 @@ class StreamIngress:
     @app.get("/v1/info")
     async def info(self) -> dict[str, Any]:
         if self._info is None:
-            model = await self._sampler.info.remote()
+            model: ReaderInfo = await self._sampler.info.remote()
             self._info = {
                 "service_version": serve_app.__version__,
                 "protocol_version": PROTOCOL_VERSION,
-                "models": model["models"],
-                "engine": model["engine"],
-                "device": model["device"],
+                "models": model.models,
+                "engine": model.engine,
+                "device": model.device,
                 "limits": {
                     "max_message_bytes": self._config.max_message_bytes,
                     "hard_max_message_bytes": self._config.hard_max_message_bytes,
                     "max_pixels": self._config.max_pixels,
-                    "fps_default": model["fps_default"],
-                    "fps_max": model["fps_max"],
+                    "fps_default": self._sampling.default_fps,
+                    "fps_max": self._sampling.max_fps,
                 },
             }
         return self._info
@@ -162,11 +174,7 @@ class StreamIngress:
             probe(image, self._config.max_pixels)
             now = time.time()
             job = Job(seq=1, frame_id=frame_id, image=image, ts=now, received=now)
-            answer = None
-            async for outcomes in self._submit(f"http:{uuid.uuid4().hex}", [job], oneshot=True):
-                answer = next((o.answer for o in outcomes if o.answer is not None), answer)
-            if answer is None:
-                raise ProtocolError(ErrorCode.INTERNAL, "the frame was not answered")
+            answer = read_answer(job, await self._reads.read(f"http:{uuid.uuid4().hex}", job), now)
         except ProtocolError as exc:
             exc.frame_id = frame_id
             return JSONResponse(exc.to_answer().model_dump(mode="json"), status_code=_HTTP_STATUS[exc.code])
@@ -193,17 +201,6 @@ class StreamIngress:
 
     # --- WebSocket ----------------------------------------------------------
 
-    def _submit(
-        self,
-        stream_id: str,
-        jobs: list[Job],
-        fps: float | None = None,
-        oneshot: bool = False,
-        claim: bool = False,
-    ) -> AsyncIterator[list[Outcome]]:
-        handle = self._sampler.options(stream=True)
-        return handle.submit.remote(stream_id, jobs, fps, oneshot, claim)
-
     @app.websocket("/v1/stream")
     async def stream(self, ws: WebSocket) -> None:
         if self._draining.is_set():
@@ -213,7 +210,10 @@ class StreamIngress:
             principal = self._auth.authenticate(ws.headers, ws.query_params, _host(ws.client))
             lease = self._limiter.acquire(principal)
             stream_id = validate_stream_id(ws.query_params.get("stream_id") or f"s-{uuid.uuid4().hex[:16]}")
-            fps = parse_fps(ws.query_params["fps"]) if "fps" in ws.query_params else None
+            query = ws.query_params
+            fps = parse_fps(query["fps"]) if "fps" in query else None
+            events = parse_flag(query["events"], "events") if "events" in query else False
+            roi = parse_roi(query["roi"]) if "roi" in query else None
         except (AuthError, ProtocolError) as exc:
             reason = exc.reason if isinstance(exc, AuthError) else exc.message
             logger.info("WebSocket refused from %s: %s", _host(ws.client), reason)
@@ -221,17 +221,34 @@ class StreamIngress:
             return
         with lease:
             await ws.accept()
-            await self._serve_stream(ws, stream_id, fps, lease.quota)
+            await self._serve_stream(ws, stream_id, lease.quota, fps=fps, events=events, roi=roi)
 
     async def _serve_stream(
-        self, ws: WebSocket, stream_id: str, fps: float | None, quota: ConnectionQuota
+        self,
+        ws: WebSocket,
+        stream_id: str,
+        quota: ConnectionQuota,
+        *,
+        fps: float | None,
+        events: bool,
+        roi: Roi | None,
     ) -> None:
+        sampler = functools.partial(
+            StreamSampler,
+            self._sampling,
+            detector=self._detector,
+            read=functools.partial(self._reads.read, stream_id),
+            max_pixels=self._config.max_pixels,
+            fps=fps,
+            roi=roi,
+        )
         session = StreamSession(
             stream_id,
             self._config,
-            submit=lambda jobs, claim: self._submit(stream_id, jobs, fps, claim=claim),
-            configure=lambda value: self._sampler.configure.remote(stream_id, value),
+            sampler=lambda answer, emit: sampler(answer=answer, emit=emit),
             send=ws.send_text,
+            tracker=lambda: TextTracker(self._sampling.events),
+            events=events,
             quota=quota,
             observer=self._metrics,
             budget=self._budget,
@@ -272,7 +289,6 @@ class StreamIngress:
             draining.cancel()
             writer.cancel()
             await session.close()
-            self._sampler.close_stream.remote(stream_id)
 
     async def _receive(
         self, ws: WebSocket, timeout_s: float, draining: asyncio.Future[Any]
@@ -314,6 +330,13 @@ class StreamIngress:
             self._metrics.flush()
             self._metrics.streams.set(len(self._sessions))
             self._metrics.pending.set(sum(s.unanswered for s in self._sessions))
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Live sampling knobs (``SamplerConfig`` fields: fps, refresh, dedup, events) for every stream."""
+        self._sampling = self._sampling.updated(user_config)  # type: ignore[assignment]
+        self._detector = ChangeDetector(self._sampling.dedup)
+        for session in self._sessions:
+            session.sampler.reconfigure(self._sampling, self._detector)
 
     async def __del__(self) -> None:
         """Shutdown: streams answer what they read, then close with 1012 (see :meth:`_serve_stream`)."""

@@ -24,7 +24,7 @@ from serve_app.config import OCRConfig
 from serve_app.images import decode_bgr
 from serve_app.jobs import ReaderInfo, ReadReply
 from serve_app.metrics import ModelMetrics
-from serve_app.protocol import ErrorCode, ProtocolError
+from serve_app.protocol import ErrorCode, Line, ProtocolError, Roi
 from serve_app.reader import TextReader, choose_device
 
 logger = logging.getLogger("ray.serve")
@@ -60,14 +60,19 @@ class OCRModel:
     def get_deployment_options(cls, config: OCRConfig) -> dict[str, Any]:
         return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
 
-    async def read(self, image: bytes, demand: tuple[str, int] | None = None) -> ReadReply:
-        """Read one frame; ``demand`` is (sampler replica, reads it wants now), for autoscaling."""
+    async def read(
+        self, image: bytes, roi: Roi | None = None, demand: tuple[str, int] | None = None
+    ) -> ReadReply:
+        """Read one frame (only ``roi`` of it, if given; boxes stay in whole-frame pixels).
+
+        ``demand`` is (sampler replica, reads it wants now), for autoscaling.
+        """
         if demand is not None:
             self._demand.report(*demand)
-        return await self._read_batch((image, time.time()))
+        return await self._read_batch((image, roi, time.time()))
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def _read_batch(self, items: list[tuple[bytes, float]]) -> list[ReadReply]:
+    async def _read_batch(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
         replies = await asyncio.get_running_loop().run_in_executor(self._thread, self._read_sync, items)
         self._metrics.batch_size.observe(len(items))
         self._metrics.latency.observe(replies[0].ocr_ms)
@@ -81,20 +86,27 @@ class OCRModel:
         self._metrics.demand.set(demand)
         return {DEMAND: float(demand)}
 
-    def _read_sync(self, items: list[tuple[bytes, float]]) -> list[ReadReply]:
+    def _read_sync(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
         start = time.time()
-        replies = [ReadReply(queue_ms=(start - queued) * 1000.0) for _, queued in items]
-        images, readable = [], []
-        for reply, (data, _) in zip(replies, items, strict=True):
+        replies = [ReadReply(queue_ms=(start - queued) * 1000.0) for _, _, queued in items]
+        images, readable, offsets = [], [], []
+        for reply, (data, roi, _) in zip(replies, items, strict=True):
             try:
-                images.append(decode_bgr(data, self._max_pixels))
-                readable.append(reply)
+                image = decode_bgr(data, self._max_pixels)
             except ProtocolError as exc:
                 reply.error_code, reply.error_message = exc.code, exc.message
+                continue
+            x0, y0 = 0, 0
+            if roi is not None:
+                x0, y0, x1, y1 = roi.pixels(image.shape[1], image.shape[0])
+                image = image[y0:y1, x0:x1]
+            images.append(image)
+            readable.append(reply)
+            offsets.append((x0, y0))
         if images:
             try:
-                for reply, lines in zip(readable, self._reader.read(images), strict=True):
-                    reply.lines = lines
+                for reply, lines, offset in zip(readable, self._reader.read(images), offsets, strict=True):
+                    reply.lines = _shifted(lines, *offset)
             except Exception:
                 logger.exception("the model failed on a batch of %d frames", len(images))
                 for reply in readable:
@@ -119,3 +131,12 @@ class OCRModel:
         self._config = self._config.updated(user_config)  # type: ignore[assignment]
         self._read_batch.set_max_batch_size(self._config.max_batch_size)
         self._read_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+
+
+def _shifted(lines: list[Line], dx: int, dy: int) -> list[Line]:
+    """Boxes of a region read back in the whole frame's pixels."""
+    if dx == dy == 0:
+        return lines
+    for line in lines:
+        line.box = [[x + dx, y + dy] for x, y in line.box]
+    return lines

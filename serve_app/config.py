@@ -139,15 +139,6 @@ class IngressConfig(BaseConfig):
         gt=0,
         description="Width x height read from the image header; above it `too_large`, never decoded.",
     )
-    max_pending_frames: int = Field(
-        16,
-        ge=1,
-        description="Frames of one connection held in the ingress while its previous batch is "
-        "with the sampler; beyond it the oldest are answered `superseded`.",
-    )
-    max_pending_bytes: int = Field(
-        16 * MiB, gt=0, description="Bytes of frames one connection may hold in the ingress (memory bound)."
-    )
     max_held_bytes: int = Field(
         512 * MiB,
         gt=0,
@@ -187,8 +178,8 @@ class DedupConfig(BaseConfig):
         320,
         ge=64,
         le=1280,
-        description="Width of the grey image compared; the smallest text that must be told apart "
-        "should be >= 10 px high in it (24 px text in a 640 px frame: 12 px at 320).",
+        description="Width of the grey image compared (of the roi, if one is set); the smallest text "
+        "that must be told apart should be >= 10 px high in it (24 px text in a 640 px frame: 12 px at 320).",
     )
     contrast_sigma: float = Field(
         2.0, gt=0, le=16, description="Scale of the local contrast normalisation (about a stroke width)."
@@ -196,8 +187,37 @@ class DedupConfig(BaseConfig):
     contrast_floor: float = Field(
         8.0, gt=0, le=128, description="Lowest local contrast (grey levels) divided by: damps flat noise."
     )
-    max_shift: float = Field(
-        8.0, ge=0, le=64, description="A larger motion of the view than this is a change (re-read)."
+    search: float = Field(
+        12.0,
+        gt=0,
+        le=64,
+        description="How far a piece of a text region may move between the reference and the frame; "
+        "a piece that moved further is not trusted (a region left with none is a change).",
+    )
+    pyramid: int = Field(
+        2, ge=0, le=5, description="Pyramid levels of the tracking (each doubles the motion it can follow)."
+    )
+    chunk: int = Field(
+        32, ge=8, le=256, description="Width of the pieces a text region is matched by (2-3 characters)."
+    )
+    max_pieces: int = Field(6, ge=1, le=32, description="Most pieces one text region is cut into.")
+    padding: int = Field(3, ge=0, le=32, description="Pixels added around each text box (strokes it cuts).")
+    candidates: int = Field(
+        3,
+        ge=0,
+        le=16,
+        description="A region that does not match as tracked is also tried moved as its nearest other "
+        "regions moved (a mis-tracked line on a card whose other lines were tracked).",
+    )
+    max_regions: int = Field(
+        8, ge=1, le=256, description="Most text-like regions compared when no text boxes are known."
+    )
+    smooth: float = Field(
+        1.0,
+        ge=0,
+        le=4,
+        description="Gaussian sigma both images are smoothed by before they are compared (0: off): "
+        "forgives focus, motion blur and JPEG differences finer than a character's strokes.",
     )
     subpixel_tolerance: float = Field(
         0.3,
@@ -206,7 +226,7 @@ class DedupConfig(BaseConfig):
         description="Misalignment left after registration that is forgiven, as a fraction of a pixel.",
     )
     pixel_threshold: float = Field(
-        1.0,
+        0.6,
         ge=0,
         le=8,
         description="Residual (in units of local contrast) a pixel must exceed to count as changed.",
@@ -215,17 +235,48 @@ class DedupConfig(BaseConfig):
         8, ge=2, le=64, description="Side of the square (about one character) whose residual is scored."
     )
     threshold: float = Field(
-        0.015,
+        0.0004,
         gt=0,
-        description="Change score above which a frame is a change: the mean excess residual "
-        "of the most changed block.",
+        description="Text regions: the change score above which a frame is a change, the mean excess "
+        "residual of the most changed block.",
     )
     margin: int = Field(3, ge=0, le=32, description="Border pixels ignored (content entering the view).")
+    cell: int = Field(4, ge=1, le=32, description="Rest of the view: side of the cells texture is summed in.")
+    reach: int = Field(
+        2, ge=1, le=8, description="Rest of the view: cells texture may move by and still be the same."
+    )
+    scene_block: tuple[int, int] = Field(
+        (4, 2), description="Rest of the view: (width, height) in cells of the smallest change that counts."
+    )
+    scene_threshold: float = Field(
+        0.5,
+        gt=0,
+        description="Rest of the view: mean texture appeared or gone (units of local contrast) over "
+        "`scene_block` above which a frame is a change.",
+    )
 
 
 class SamplerConfig(BaseConfig):
-    default_fps: float = Field(5.0, gt=0, description="Target read rate of a stream that asks for none.")
+    """The sampler stage: each stream's sampling (rate, dedup, text events), which runs in the
+    ingress replica that holds the stream, and fair admission to the model (``FrameSampler``).
+    """
+
+    default_fps: float = Field(
+        5.0, gt=0, description="Steady read rate of a stream that asks for none (reads per second)."
+    )
     max_fps: float = Field(30.0, gt=0, description="The highest target rate a stream may ask for.")
+    burst: float = Field(
+        2.0,
+        ge=1,
+        description="Reads a stream may make at once after a quiet spell (token bucket depth): a "
+        "change is read on the frame that shows it; only steady change is held to the rate.",
+    )
+    max_rate_wait_s: float = Field(
+        0.5,
+        gt=0,
+        description="A changed frame waits at most this long for the stream's next read token (newer "
+        "frames replace it meanwhile); when the wait would be longer it is answered `rate` at once.",
+    )
     min_reads_in_flight: int = Field(
         1, ge=1, description="Reads one sampler replica keeps at the model at least (admission window floor)."
     )
@@ -236,7 +287,7 @@ class SamplerConfig(BaseConfig):
         "reads start at once and shrinks when they queue at the model for longer than a batch takes.",
     )
     stream_idle_timeout_s: float = Field(
-        60.0, gt=0, description="Stream state is dropped after this long without frames."
+        60.0, gt=0, description="A stream's fair-share turn is forgotten after this long without reads."
     )
     refresh_s: float = Field(
         5.0, gt=0, description="A frame that looks unchanged is read anyway this long after the last read."
@@ -244,14 +295,9 @@ class SamplerConfig(BaseConfig):
     admission_timeout_s: float = Field(
         1.0, gt=0, description="A frame waiting this long for a free read slot is answered `overloaded`."
     )
-    claim_timeout_s: float = Field(
-        0.5,
-        gt=0,
-        description="A read slot granted to a waiting frame waits this long for the ingress to hand over "
-        "a newer frame of the stream; then the waiting frame is read.",
-    )
     read_timeout_s: float = Field(10.0, gt=0, description="A model call that takes longer fails `internal`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    events: EventsConfig = Field(default_factory=lambda: EventsConfig())
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")
 
     @model_validator(mode="after")
@@ -260,6 +306,55 @@ class SamplerConfig(BaseConfig):
             raise ValueError("default_fps must be <= max_fps")
         if self.min_reads_in_flight > self.max_reads_in_flight:
             raise ValueError("min_reads_in_flight must be <= max_reads_in_flight")
+        return self
+
+
+class EventsConfig(BaseConfig):
+    """Text events of a stream (``serve_app.tracking``; defaults and their reasons in docs/events.md).
+
+    Times are stream time (the frames' ``ts``); lengths are in line heights (the box height).
+    """
+
+    min_score: float = Field(
+        0.5, ge=0, le=1, description="Lines scored below this (and empty lines) are not tracked."
+    )
+    confirm_reads: int = Field(
+        2, ge=1, le=10, description="Consecutive reads of a place that must agree on a new text to report it."
+    )
+    min_span_s: float = Field(
+        0.15,
+        ge=0,
+        le=5,
+        description="The agreeing reads must span at least this much stream time: a misread that lasts "
+        "fewer frames (blur, a hand) is never confirmed, even when read twice.",
+    )
+    max_forced_reads: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Forced reads that bring no agreement before the tracker stops asking for them, "
+        "until the next read that was not forced.",
+    )
+    gone_after_s: float = Field(
+        1.0, gt=0, description="A confirmed line not seen for this long is reported `gone`."
+    )
+    place_tolerance: float = Field(
+        1.0,
+        gt=0,
+        description="How far (line heights, after the estimated motion of the view) a line may lie from "
+        "its track's last place and still be read as that track, whatever its text.",
+    )
+    max_jump: float = Field(
+        4.0,
+        gt=0,
+        description="How far (line heights) a line with exactly its track's text may have moved and "
+        "keep the track (lines swapping places, objects moving fast).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventsConfig:
+        if self.max_jump < self.place_tolerance:
+            raise ValueError("max_jump must be >= place_tolerance")
         return self
 
 

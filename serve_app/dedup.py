@@ -1,25 +1,33 @@
-"""Content-change detection: does a frame show what the frame last read showed?
+"""Content-change detection: does a frame show the text the frame last read showed?
 
 Ray-free and thread-safe (pure functions of their arguments). A frame becomes a
-:class:`Fingerprint`: its grey image ``width`` pixels wide, locally contrast
-normalised (minus the local mean, over the local standard deviation), which
-cancels exposure drift and uneven light. :meth:`ChangeDetector.compare` then
+:class:`Fingerprint`: its grey image (or its region of interest) at most
+``width`` pixels wide, locally contrast normalised (minus the local mean, over
+the local standard deviation), which cancels exposure drift, flicker and uneven
+light. :meth:`ChangeDetector.compare` then judges two things separately:
 
-1. registers the reference onto the frame: a phase correlation per quadrant
-   gives four shifts, fitted by a similarity (shift, rotation, scale) that
-   undoes camera shake;
-2. scores what registration cannot explain: a pixel of one image that lies
-   outside the range of the other's 3x3 neighbourhood (narrowed to
-   ``subpixel_tolerance`` of a pixel) by more than ``pixel_threshold``, both ways;
-3. takes the mean of that excess over the worst ``block`` x ``block`` square
-   (about one character): the change ``score``, compared with ``threshold``.
+1. **Text regions**, each registered on its own: the reference read's text
+   boxes (or, when unknown, text-like regions found in the reference). Each
+   region is cut into a few pieces, each piece found in the frame by template
+   matching within ``search`` pixels, and a similarity (shift, rotation) fitted
+   to the pieces maps the region onto the frame: a label that moves and turns
+   with its card, independently of the background and of the other labels, is
+   followed. What the fit cannot explain is scored per ``block`` x ``block``
+   square (about a character): a pixel counts by how far it lies outside the
+   range the other image takes when moved by ``subpixel_tolerance`` of a
+   pixel, beyond ``pixel_threshold``. One changed character scores high.
+2. **The rest of the view**, coarsely: texture energy in cells of ``cell``
+   pixels; new texture where the reference had none within ``reach`` cells, or
+   texture gone, over an area of at least ``scene_block`` cells (a short word).
+   Objects moving by a few pixels, a blinking cursor or a mouse pointer are not
+   a change; a line of text appearing outside the known boxes is.
 
-See docs/dedup.md for the measurements behind the defaults.
+``Comparison.score`` is the larger of the two scores, each over its threshold:
+``same = score <= 1``. See docs/dedup.md for the measurements behind the defaults.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -27,58 +35,230 @@ import cv2
 import numpy as np
 
 from serve_app.config import DedupConfig
-from serve_app.images import decode_gray, probe
+from serve_app.images import decode_gray
+from serve_app.protocol import Roi
 
 _SCALE = 16.0  # int8 units per unit of local contrast (range +-7.9)
-_MIN_RESPONSE = 0.25  # a quadrant's phase-correlation peak below this is not trusted
-_MAX_FIT_ERROR = 1.0  # px; quadrant shifts that disagree more with the fit: shift only
 _K3 = np.ones((3, 3), np.uint8)
+_FIT_TOLERANCE = 1.0  # px: a piece further from the region's fit is an outlier (a changed character)
+
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels of the grey image
 
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
     """What is kept of a frame: picklable, ``contrast.nbytes`` bytes (76.8 KB for 320x240)."""
 
-    source_size: tuple[int, int]  # (width, height) of the image as sent
+    source_size: tuple[int, int]  # (width, height) of the upright frame as sent
+    region: tuple[int, int, int, int]  # the part of it compared (the roi), frame px
+    scale: tuple[float, float]  # grey px per frame px: grey = frame * scale - offset
+    offset: tuple[float, float]
     contrast: np.ndarray  # int8 (h, w): the normalised grey image x 16
+
+    def to_frame(self, x: float, y: float) -> tuple[int, int]:
+        return round((x + self.offset[0]) / self.scale[0]), round((y + self.offset[1]) / self.scale[1])
 
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
     same: bool
-    score: float  # mean excess residual of the most changed block; inf: not comparable
-    shift: tuple[float, float] = (0.0, 0.0)  # content's motion from b to a, px of the grey image
-    rotation_deg: float = 0.0
-    where: tuple[int, int] | None = None  # (x, y) of the most changed block, px of the source
+    score: float  # max(text_score / threshold, scene_score / scene_threshold); inf: not comparable
+    text_score: float = 0.0  # mean excess residual of the most changed block of a text region
+    scene_score: float = 0.0  # texture appeared or gone outside the text regions
+    regions: int = 0  # text regions compared
+    motion: float = 0.0  # largest motion of a text region, frame px
+    where: tuple[int, int] | None = None  # (x, y) of the most changed spot, frame px
 
 
-@functools.lru_cache(maxsize=16)
-def _window(width: int, height: int) -> np.ndarray:
-    return cv2.createHanningWindow((width, height), cv2.CV_32F)
+@dataclass(frozen=True, slots=True)
+class _Fit:
+    rect: Rect
+    matrix: np.ndarray  # 2x3 float32: reference px -> frame px
 
 
-def _register(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity mapping pixels of ``a`` onto where they are in ``b``."""
-    h, w = a.shape
-    hh, hw = h // 2, w // 2
-    window = _window(hw, hh)
-    src, dst, best = [], [], (-1.0, 0.0, 0.0)
-    for y0, x0 in ((0, 0), (0, hw), (hh, 0), (hh, hw)):
-        # phaseCorrelate writes into its inputs: hand it copies.
-        (dx, dy), response = cv2.phaseCorrelate(
-            a[y0 : y0 + hh, x0 : x0 + hw].copy(), b[y0 : y0 + hh, x0 : x0 + hw].copy(), window
+class ChangeDetector:
+    def __init__(self, config: DedupConfig) -> None:
+        self.config = config
+
+    def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> Fingerprint:
+        """Raises :class:`~serve_app.protocol.ProtocolError` for an image that cannot be read."""
+        c = self.config
+        gray = decode_gray(data, max_pixels, c.width, roi)
+        # Local mean: an 8-bit box as wide as a Gaussian of ``contrast_sigma`` (4x cheaper, same
+        # result to half a grey level); local deviation: a box about as wide as 2 sigma.
+        mean = cv2.blur(gray.pixels, (2 * round(1.7 * c.contrast_sigma) + 1,) * 2)
+        detail = cv2.subtract(gray.pixels, mean, dtype=cv2.CV_16S).astype(np.float32)
+        side = 2 * round(2 * c.contrast_sigma) + 1
+        variance = cv2.max(cv2.blur(cv2.multiply(detail, detail), (side, side)), c.contrast_floor**2)
+        contrast = cv2.divide(detail, cv2.sqrt(variance), scale=_SCALE)
+        quantised = np.clip(contrast, -127, 127, out=contrast).astype(np.int8)
+        return Fingerprint(gray.source_size, gray.region, gray.scale, gray.offset, quantised)
+
+    def compare(
+        self, reference: Fingerprint, frame: Fingerprint, boxes: list[list[list[int]]] | None = None
+    ) -> Comparison:
+        """Does ``frame`` show what ``reference`` showed?
+
+        ``boxes``: the reference read's text boxes (4 points each, px of the upright
+        frame as sent, the whole frame even with a roi). None (unknown: the reference is
+        being read), ``[]`` (its read found no text) or no box in the roi: text-like
+        regions found in the reference stand in.
+        """
+        c = self.config
+        if (
+            reference.source_size != frame.source_size
+            or reference.region != frame.region
+            or reference.contrast.shape != frame.contrast.shape
+        ):
+            return Comparison(same=False, score=math.inf)
+        ref = reference.contrast.astype(np.float32) * (1 / _SCALE)
+        cur = frame.contrast.astype(np.float32) * (1 / _SCALE)
+        rects = _box_rects(boxes or [], reference, c) or _text_like(reference.contrast, c)
+        fits = _fits(reference, frame, rects, c)
+        text_score, where = 0.0, None
+        for fit in fits:
+            score, spot = _residual(ref, cur, fit, c)
+            if score > c.threshold:  # mis-tracked? try how the nearest other regions moved
+                for other in _neighbours(fit, fits, c.candidates):
+                    score, spot = min((score, spot), _residual(ref, cur, _Fit(fit.rect, other.matrix), c))
+            if score > text_score:
+                text_score, where = score, spot
+        scene_score, scene_spot = _scene(ref, cur, rects, c)
+        score = max(text_score / c.threshold, scene_score / c.scene_threshold)
+        if scene_score / c.scene_threshold > text_score / c.threshold:
+            where = scene_spot
+        motion = max((_motion(fit) for fit in fits), default=0.0) / reference.scale[0]
+        return Comparison(
+            same=score <= 1.0,
+            score=score,
+            text_score=text_score,
+            scene_score=scene_score,
+            regions=len(fits),
+            motion=motion,
+            where=None if where is None else reference.to_frame(*where),
         )
-        best = max(best, (response, dx, dy))
-        if response >= _MIN_RESPONSE:
-            src.append((x0 + hw / 2, y0 + hh / 2))
-            dst.append((x0 + hw / 2 + dx, y0 + hh / 2 + dy))
-    if len(src) >= 2:
-        m, _ = cv2.estimateAffinePartial2D(np.float32(src), np.float32(dst), method=cv2.LMEDS)
-        if m is not None:
-            fitted = np.hstack([np.float32(src), np.ones((len(src), 1), np.float32)]) @ m.T
-            if np.abs(fitted - np.float32(dst)).max() < _MAX_FIT_ERROR:
-                return m.astype(np.float32)
-    return np.float32([[1, 0, best[1]], [0, 1, best[2]]])
+
+
+def _box_rects(boxes: list[list[list[int]]], fp: Fingerprint, c: DedupConfig) -> list[Rect]:
+    """The text boxes in grey pixels, padded, clipped, each at least 4 px each way."""
+    h, w = fp.contrast.shape
+    rects = []
+    for box in boxes:
+        pts = np.asarray(box, np.float32).reshape(-1, 2) * np.float32(fp.scale) - np.float32(fp.offset)
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        pad = c.padding
+        rect = (
+            max(0, math.floor(x0 - pad)),
+            max(0, math.floor(y0 - pad)),
+            min(w, math.ceil(x1 + pad)),
+            min(h, math.ceil(y1 + pad)),
+        )
+        if rect[2] - rect[0] >= 4 and rect[3] - rect[1] >= 4:
+            rects.append(rect)
+    return rects
+
+
+def _text_like(contrast: np.ndarray, c: DedupConfig) -> list[Rect]:
+    """Regions of the reference that look like lines of text: strokes merged along a line."""
+    strokes = (np.abs(contrast) >= round(1.5 * _SCALE)).astype(np.uint8)
+    merged = cv2.dilate(strokes, np.ones((3, 2 * c.padding + 1), np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(merged, connectivity=8)
+    found = [  # a line of text: a few characters wide, between one and a few blocks high
+        (int(x), int(y), int(x + bw), int(y + bh))
+        for x, y, bw, bh, _ in stats[1:]
+        if c.block <= bh <= 6 * c.block and bw >= max(2 * c.block, 1.5 * bh)
+    ]
+    found.sort(key=lambda r: (r[2] - r[0]) * (r[3] - r[1]), reverse=True)
+    return found[: c.max_regions]
+
+
+def _points(rect: Rect, c: DedupConfig) -> list[tuple[float, float]]:
+    """Where a region is tracked: the centres of a grid of pieces about ``chunk`` wide, 2 blocks high."""
+    x0, y0, x1, y1 = rect
+    cols = max(1, min(c.max_pieces, round((x1 - x0) / c.chunk)))
+    rows = max(1, min(3, round((y1 - y0) / (2 * c.block))))
+    xs = x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols
+    ys = y0 + (np.arange(rows) + 0.5) * (y1 - y0) / rows
+    return [(float(x), float(y)) for y in ys for x in xs]
+
+
+def _fits(ref: Fingerprint, cur: Fingerprint, rects: list[Rect], c: DedupConfig) -> list[_Fit]:
+    """For each region, the similarity mapping it from ``ref`` onto ``cur``.
+
+    Its pieces are tracked by pyramidal Lucas-Kanade (all regions in one call: sub-pixel,
+    and motions of ``search`` px and more); a similarity is fitted to each region's pieces
+    with RANSAC, so a changed character (a piece that moved oddly) does not bend the fit.
+    """
+    points = [_points(rect, c) for rect in rects]
+    flat = np.float32([p for region in points for p in region]).reshape(-1, 2)
+    if not len(flat):
+        return []
+    # Track within the regions' bounding box grown by ``search``: smaller pyramids to build.
+    h, w = ref.contrast.shape
+    reach = math.ceil(c.search) + c.chunk
+    x0, y0 = (max(0, min(r[i] for r in rects) - reach) for i in (0, 1))
+    x1, y1 = min(w, max(r[2] for r in rects) + reach), min(h, max(r[3] for r in rects) + reach)
+    origin = np.float32([x0, y0])
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(
+        _as_u8(ref.contrast[y0:y1, x0:x1]), _as_u8(cur.contrast[y0:y1, x0:x1]),
+        (flat - origin).reshape(-1, 1, 2), None, winSize=(c.chunk - 1, 2 * c.block - 1), maxLevel=c.pyramid,
+        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01),
+    )  # fmt: skip
+    src, dst, ok = flat, moved.reshape(-1, 2) + origin, status.ravel() == 1
+    ok &= np.abs(dst - src).max(axis=1) <= c.search
+    fits, i = [], 0
+    everywhere = np.median(dst[ok] - src[ok], axis=0) if ok.any() else np.zeros(2, np.float32)
+    for rect, region in zip(rects, points, strict=True):
+        good = ok[i : i + len(region)]
+        s, d = src[i : i + len(region)][good], dst[i : i + len(region)][good]
+        i += len(region)
+        fits.append(_Fit(rect, _rigid(s, d) if len(s) else _shift(everywhere)))
+    return fits
+
+
+def _neighbours(fit: _Fit, fits: list[_Fit], count: int) -> list[_Fit]:
+    """The ``count`` other regions nearest to ``fit`` (lines of one card move together)."""
+    x0, y0, x1, y1 = fit.rect
+    others = [f for f in fits if f is not fit]
+    others.sort(key=lambda f: abs(f.rect[0] + f.rect[2] - x0 - x1) + abs(f.rect[1] + f.rect[3] - y0 - y1))
+    return others[:count]
+
+
+def _shift(d: np.ndarray) -> np.ndarray:
+    return np.float32([[1, 0, d[0]], [0, 1, d[1]]])
+
+
+def _rigid(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The rotation and shift (no scale: objects keep their distance) that best map ``src`` onto
+    ``dst``, refitted without the points it misses by more than ``_FIT_TOLERANCE`` (a piece with a
+    changed character, a lost track)."""
+    keep = np.ones(len(src), bool)
+    m = _shift(np.median(dst - src, axis=0))
+    for _ in range(3):
+        s, d = src[keep], dst[keep]
+        if len(s) < 2:
+            break
+        a, b = s - s.mean(axis=0), d - d.mean(axis=0)
+        angle = math.atan2(float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()), float((a * b).sum()))
+        cos, sin = math.cos(angle), math.sin(angle)
+        rotation = np.float32([[cos, -sin], [sin, cos]])
+        m = np.hstack([rotation, (d.mean(axis=0) - rotation @ s.mean(axis=0))[:, None]]).astype(np.float32)
+        fitted = np.linalg.norm(src @ m[:, :2].T + m[:, 2] - dst, axis=1) <= _FIT_TOLERANCE
+        if fitted.sum() < 2 or (fitted == keep).all():
+            break
+        keep = fitted
+    return m
+
+
+def _as_u8(x: np.ndarray) -> np.ndarray:
+    """The int8 contrast as offset-binary 8-bit (what Lucas-Kanade reads): -128 -> 0, 0 -> 128."""
+    return x.view(np.uint8) ^ np.uint8(128)
+
+
+def _motion(fit: _Fit) -> float:
+    x0, y0, x1, y1 = fit.rect
+    corners = np.float32([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]])
+    return float(np.abs(corners @ fit.matrix.T - corners[:, :2]).max())
 
 
 def _slack(x: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -86,53 +266,53 @@ def _slack(x: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     return tolerance * (cv2.dilate(x, _K3) - x), tolerance * (x - cv2.erode(x, _K3))
 
 
-class ChangeDetector:
-    def __init__(self, config: DedupConfig) -> None:
-        self.config = config
+def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tuple[float, tuple[int, int]]:
+    """Score of the region in ``cur`` where ``fit`` puts it, against ``ref`` warped there."""
+    h, w = cur.shape
+    x0, y0, x1, y1 = fit.rect
+    tx, ty = (round(float(v)) for v in fit.matrix @ np.float32([(x0 + x1) / 2, (y0 + y1) / 2, 1]))
+    tx, ty = tx - (x0 + x1) // 2, ty - (y0 + y1) // 2
+    fx0, fy0 = max(c.margin, x0 + tx), max(c.margin, y0 + ty)
+    fx1, fy1 = min(w - c.margin, x1 + tx), min(h - c.margin, y1 + ty)
+    if fx1 - fx0 < 3 or fy1 - fy0 < 3:
+        return math.inf, (x0, y0)  # the region left the view
+    inverse = cv2.invertAffineTransform(fit.matrix)
+    inverse[:, 2] += inverse[:, :2] @ np.float32([fx0, fy0])  # output (0, 0) is frame px (fx0, fy0)
+    warped = cv2.warpAffine(
+        ref, inverse, (fx1 - fx0, fy1 - fy0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+    patch = cur[fy0:fy1, fx0:fx1]
+    if c.smooth > 0:  # focus, motion and JPEG differences are finer than a character's strokes
+        patch, warped = cv2.GaussianBlur(patch, (0, 0), c.smooth), cv2.GaussianBlur(warped, (0, 0), c.smooth)
+    up_a, down_a = _slack(patch, c.subpixel_tolerance)
+    up_b, down_b = _slack(warped, c.subpixel_tolerance)
+    d = patch - warped
+    residual = np.maximum(d - np.minimum(up_b, down_a), -d - np.minimum(down_b, up_a))
+    excess = np.maximum(residual - c.pixel_threshold, 0)
+    blocks = cv2.blur(excess, (c.block, c.block), borderType=cv2.BORDER_CONSTANT)
+    _, score, _, (bx, by) = cv2.minMaxLoc(blocks)
+    return float(score), (fx0 + bx, fy0 + by)
 
-    def fingerprint(self, data: bytes, max_pixels: int) -> Fingerprint:
-        """Raises :class:`~serve_app.protocol.ProtocolError` for an image that cannot be read."""
-        c = self.config
-        info = probe(data, max_pixels)
-        gray = decode_gray(data, max_pixels, c.width).astype(np.float32)
-        detail = gray - cv2.GaussianBlur(gray, (0, 0), c.contrast_sigma)
-        side = 2 * round(2 * c.contrast_sigma) + 1  # a box about as wide as a Gaussian of 2 sigma
-        # (a box sum of squares may come out a hair below zero: the floor also keeps sqrt real)
-        variance = cv2.blur(detail * detail, (side, side))
-        contrast = detail / np.sqrt(np.maximum(variance, c.contrast_floor**2))
-        quantised = np.clip(np.rint(contrast * _SCALE), -127, 127).astype(np.int8)
-        return Fingerprint((info.width, info.height), quantised)
 
-    def compare(self, a: Fingerprint, b: Fingerprint) -> Comparison:
-        """Is frame ``a`` the same content as reference ``b``? Symmetric up to registration."""
-        c = self.config
-        if a.source_size != b.source_size or a.contrast.shape != b.contrast.shape:
-            return Comparison(same=False, score=math.inf)
-        fa = a.contrast.astype(np.float32) * (1 / _SCALE)
-        fb = b.contrast.astype(np.float32) * (1 / _SCALE)
-        h, w = fa.shape
-        m = _register(fa, fb)
-        moved = cv2.invertAffineTransform(m)  # the content's motion from b to a
-        shift = (float(moved[0, 2]), float(moved[1, 2]))
-        rotation = math.degrees(math.atan2(float(moved[1, 0]), float(moved[0, 0])))
-        corners = np.float32([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]])
-        motion = float(np.abs(corners @ m.T - corners[:, :2]).max())
-        if motion > c.max_shift:
-            return Comparison(same=False, score=math.inf, shift=shift, rotation_deg=rotation)
-        fb = cv2.warpAffine(fb, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-        edge = c.margin + math.ceil(motion)
-        if min(h, w) <= 2 * edge + c.block:
-            return Comparison(same=False, score=math.inf, shift=shift, rotation_deg=rotation)
-        # a - b beyond what moving a or b by the tolerance can explain, either way
-        up_a, down_a = _slack(fa, c.subpixel_tolerance)
-        up_b, down_b = _slack(fb, c.subpixel_tolerance)
-        d = fa - fb
-        residual = np.maximum(d - np.minimum(up_b, down_a), -d - np.minimum(down_b, up_a))
-        excess = np.maximum(residual[edge : h - edge, edge : w - edge] - c.pixel_threshold, 0)
-        blocks = cv2.blur(excess, (c.block, c.block), borderType=cv2.BORDER_CONSTANT)
-        y, x = np.unravel_index(int(blocks.argmax()), blocks.shape)
-        score = float(blocks[y, x])
-        to_source = a.source_size[0] / w
-        where = (round((x + edge) * to_source), round((y + edge) * to_source))
-        return Comparison(score <= c.threshold, score, shift, rotation, where)
+def _scene(
+    ref: np.ndarray, cur: np.ndarray, rects: list[Rect], c: DedupConfig
+) -> tuple[float, tuple[int, int]]:
+    """Texture that appeared or went away outside the text regions, over a word-sized area."""
+    h, w = ref.shape
+    size = (max(1, w // c.cell), max(1, h // c.cell))
+    energy_ref = cv2.resize(np.abs(ref), size, interpolation=cv2.INTER_AREA)
+    energy_cur = cv2.resize(np.abs(cur), size, interpolation=cv2.INTER_AREA)
+    reach = np.ones((2 * c.reach + 1, 2 * c.reach + 1), np.uint8)
+    appeared = energy_cur - cv2.dilate(energy_ref, reach)
+    gone = energy_ref - cv2.dilate(energy_cur, reach)
+    change = np.maximum(appeared, gone)
+    for x0, y0, x1, y1 in rects:  # judged finely above
+        change[
+            max(0, y0 // c.cell - c.reach) : (y1 - 1) // c.cell + c.reach + 1,
+            max(0, x0 // c.cell - c.reach) : (x1 - 1) // c.cell + c.reach + 1,
+        ] = 0
+    change[: c.reach], change[-c.reach :], change[:, : c.reach], change[:, -c.reach :] = 0, 0, 0, 0
+    area = cv2.blur(np.maximum(change, 0), c.scene_block, borderType=cv2.BORDER_CONSTANT)
+    _, score, _, (x, y) = cv2.minMaxLoc(area)
+    return float(score), (x * c.cell + c.cell // 2, y * c.cell + c.cell // 2)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from serve_app.protocol import ErrorCode, ProtocolError
+from serve_app.protocol import ErrorCode, ProtocolError, Roi
 
 FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "MPO"})  # MPO: JPEG from some cameras
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -109,18 +109,84 @@ def decode_bgr(data: bytes, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(_rgb(im)[..., ::-1])
 
 
-def decode_gray(data: bytes, max_pixels: int, width: int) -> np.ndarray:
-    """A small grey image ``width`` pixels wide, for change detection.
+@dataclass(frozen=True, slots=True)
+class GrayImage:
+    """A small grey image of (a region of) the upright frame, for change detection."""
 
-    JPEG decodes at reduced DCT scale (``draft``), so a 640x480 frame costs a
-    fraction of a full decode; other formats decode fully, then shrink.
+    pixels: np.ndarray  # uint8 (h, w)
+    source_size: tuple[int, int]  # (width, height) of the upright frame, as the model reads it
+    region: tuple[int, int, int, int]  # x0, y0, x1, y1 of the frame shown, px of the upright frame
+    scale: tuple[float, float]  # grey px per frame px along x, y: grey = frame * scale - offset
+    offset: tuple[float, float]
+
+
+# EXIF orientation -> how the stored pixels become upright (the transposes of ImageOps.exif_transpose)
+_UPRIGHT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].T,
+    8: lambda a: np.rot90(a),
+}
+_REDUCED = (
+    (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+    (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+    (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+)
+
+
+def _orientation(im: Image.Image) -> int:
+    with contextlib.suppress(OSError, ValueError, SyntaxError, KeyError, TypeError):
+        value = im.getexif().get(0x0112, 1)  # a broken EXIF block: the image as stored, like decode_bgr
+        return value if value in _UPRIGHT else 1
+    return 1
+
+
+def _decode_jpeg_reduced(data: bytes, factor: int) -> np.ndarray | None:
+    """libjpeg's DCT scaling: 1/``factor`` size for a fraction of a full decode.
+
+    Only for a JPEG that ends with its EOI marker: OpenCV hands back a half-grey
+    frame for a truncated one, where Pillow raises (never compare a broken frame).
+    """
+    if not data.endswith(b"\xff\xd9"):
+        return None
+    flag = next((f for k, f in _REDUCED if k == factor), cv2.IMREAD_GRAYSCALE)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+
+
+def decode_gray(data: bytes, max_pixels: int, width: int, roi: Roi | None = None) -> GrayImage:
+    """The upright frame (EXIF applied) or its ``roi``, grey, at most ``width`` pixels wide.
+
+    A JPEG decodes at reduced DCT scale (1/2, 1/4, 1/8: the largest that keeps
+    ``width`` pixels across the region), so a 640x480 frame costs a fraction of a
+    full decode; other formats decode fully. The region is then cut and shrunk
+    to ``width`` if wider.
     """
     im, info = _open(data, max_pixels)
+    orientation = _orientation(im)
+    turned = orientation in (5, 6, 7, 8)
+    size = (info.height, info.width) if turned else (info.width, info.height)
+    region = roi.pixels(*size) if roi is not None else (0, 0, *size)
+    gray = None
     if info.format in ("JPEG", "MPO"):
-        im.draft("L", (max(width, 1), max(1, width * info.height // info.width)))
-    _load(im)
-    if im.mode in _SIXTEEN_BIT_MODES:
-        im = _to_8bit(im)
-    gray = np.asarray(im.convert("L"))
-    height = max(1, round(width * gray.shape[0] / gray.shape[1]))
-    return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
+        factor = next((k for k, _ in _REDUCED if (region[2] - region[0]) // k >= width), 1)
+        gray = _decode_jpeg_reduced(data, factor)
+    if gray is None:
+        _load(im)
+        if im.mode in _SIXTEEN_BIT_MODES:
+            im = _to_8bit(im)
+        gray = np.asarray(im.convert("L"))
+    if orientation in _UPRIGHT:
+        gray = _UPRIGHT[orientation](gray)
+    sx, sy = gray.shape[1] / size[0], gray.shape[0] / size[1]
+    x0, y0, x1, y1 = region
+    cx0, cy0 = round(x0 * sx), round(y0 * sy)
+    crop = gray[cy0 : max(cy0 + 1, round(y1 * sy)), cx0 : max(cx0 + 1, round(x1 * sx))]
+    fx = fy = 1.0
+    if crop.shape[1] > width:
+        height = max(1, round(width * crop.shape[0] / crop.shape[1]))
+        fx, fy = width / crop.shape[1], height / crop.shape[0]
+        crop = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA)
+    return GrayImage(np.ascontiguousarray(crop), size, region, (sx * fx, sy * fy), (cx0 * fx, cy0 * fy))

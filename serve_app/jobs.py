@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from serve_app.protocol import ErrorAnswer, Line, ResultAnswer
+from serve_app.protocol import Line, Roi
 
 
 @dataclass(slots=True)
 class Job:
-    """One frame on its way from the ingress to the model."""
+    """One frame of a stream at its ingress, from receipt to answer."""
 
     seq: int  # unique per connection: frame_ids may repeat, answers must not
     frame_id: int
@@ -19,29 +18,25 @@ class Job:
     received: float  # wall clock at the ingress (time.time())
 
 
-class Notice(StrEnum):
-    """What the sampler tells the ingress about a job it has not answered yet."""
-
-    WAITING = "waiting"  # it waits for a read slot: hold newer frames at the ingress, newest wins
-    GRANTED = "granted"  # its slot is free: hand over the newest frame held (a claim), or none
-
-
 @dataclass(slots=True)
-class Outcome:
-    """The sampler's answer to a job (``timing.total_ms`` is set by the ingress), or a notice."""
+class ReadRequest:
+    """A frame the ingress wants read: one item of a call to the sampler (many streams per call)."""
 
-    seq: int
-    answer: ResultAnswer | ErrorAnswer | None = None
-    notice: Notice | None = None
+    id: int  # unique per ingress replica: replies name it
+    stream_id: str  # fair admission shares the model between streams
+    image: bytes
+    received: float  # wall clock at the ingress (time.time())
+    roi: Roi | None = None  # read only this region (``box`` stays in whole-frame pixels)
 
 
 @dataclass(slots=True)
 class ReadReply:
-    """What an OCR replica returns for one image."""
+    """What became of one read: the model's lines, an error, or no slot in time (``overloaded``)."""
 
     lines: list[Line] | None = None
     error_code: str | None = None
     error_message: str = ""
+    overloaded: bool = False  # no read slot within the sampler's admission timeout
     ocr_ms: float = 0.0
     queue_ms: float = 0.0
 

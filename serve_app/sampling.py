@@ -1,398 +1,323 @@
-"""Per-stream sampling and fair admission to the model (the sampler's logic, Ray-free).
+"""One stream's sampling, where the stream lives (its ingress session); Ray-free.
 
-For each stream: a target rate on capture timestamps gates the frames first
-(cheap: no decoding); a frame that passes the gate is compared with the frame
-last read (content dedup); a changed frame waits for a read slot, and a newer
-frame replaces it while it waits (latest frame wins); at most one read per
-stream is in flight. Across streams: an adaptive number of reads in flight,
-handed to the waiting stream served least recently (fair share), with a
-deadline after which a waiting frame is answered ``overloaded``. Every job
-handed to :meth:`Sampler.submit` is answered exactly once. docs/design.md
-explains why.
+Every frame of the stream passes through a :class:`StreamSampler`, which answers
+it exactly once:
+
+- **dedup** first: the frame is compared with the frame last read (or being
+  read); the same content is answered ``duplicate`` with that read's lines (a
+  frame like one still being read waits for its lines), so a change is noticed
+  on the frame that shows it, whatever the rate;
+- a changed frame is **read** at once if the stream has no read in flight and
+  a read token: the rate is a token bucket (``fps`` per second, ``burst``
+  deep), so a change after a still spell is read at once and only steady
+  change is capped;
+- **latest frame wins**: one changed frame waits at a time (for the read in
+  flight, or for a token); a newer one replaces it (``superseded``, or
+  ``rate`` while the stream waits for a token: then frames are not even
+  decoded, only the newest is compared when the token comes);
+- a frame is read again, same or not, ``refresh_s`` after the last read, and
+  when the text tracker asks for a read to confirm a candidate text.
+
+Only reads leave the ingress (``read``: one call to the sampler for many
+streams' frames); docs/design.md explains why.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from serve_app.config import SamplerConfig
-from serve_app.dedup import ChangeDetector, Fingerprint
-from serve_app.jobs import Job, Notice, Outcome, ReadReply
-from serve_app.protocol import ErrorAnswer, ErrorCode, Line, ProtocolError, ResultAnswer, SkipReason, Timing
+from serve_app.jobs import Job, ReadReply
+from serve_app.protocol import (
+    ErrorAnswer,
+    ErrorCode,
+    Line,
+    ProtocolError,
+    ResultAnswer,
+    Roi,
+    SkipReason,
+    TextEvent,
+    Timing,
+)
+from serve_app.security import TokenBucket
 
-logger = logging.getLogger(__name__)
-
-ReadFn = Callable[[Job, int], Awaitable[ReadReply]]  # (job, demand: reads wanted right now)
-_RATE_TOLERANCE = 0.9  # a frame up to 10% early for its slot is read: camera clocks jitter
-_CLOCK_JUMP_S = 2.0  # a capture clock that goes back further than this restarted
+ReadFn = Callable[[Job, Roi | None], Awaitable[ReadReply]]
+AnswerFn = Callable[[Job, ResultAnswer | ErrorAnswer], None]
+EventFn = Callable[[TextEvent], None]
 
 
-@dataclass(slots=True, eq=False)
-class _Ticket:
-    job: Job
-    deliver: Callable[[Outcome], None]
-    fingerprint: Fingerprint | None = None
-    error: ProtocolError | None = None
-    answered: bool = False
-    timer: asyncio.TimerHandle | None = None
-    parked: bool = False  # its sender was told it waits: a free slot asks the sender for a newer frame
+class Detector(Protocol):
+    """The change detector (``serve_app.dedup.ChangeDetector``)."""
 
-    def notify(self, notice: Notice) -> None:
-        if not self.answered:
-            self.deliver(Outcome(self.job.seq, notice=notice))
+    def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> Any: ...
 
-    def answer(self, answer: ResultAnswer | ErrorAnswer) -> None:
-        if not self.answered:
-            self.answered = True
-            self.job.image = b""
-            if self.timer is not None:
-                self.timer.cancel()
-            self.deliver(Outcome(self.job.seq, answer))
+    def compare(self, reference: Any, frame: Any, boxes: list[list[list[int]]] | None = None) -> Any: ...
 
-    def skip(self, reason: SkipReason, ref: int | None, lines: list[Line] | None = None) -> None:
-        self.answer(
-            ResultAnswer(
-                frame_id=self.job.frame_id, status="skipped", reason=reason, ref_frame_id=ref, lines=lines
-            )
-        )
 
-    def fail(self, code: ErrorCode, message: str) -> None:
-        self.answer(ErrorAnswer(frame_id=self.job.frame_id, code=code, message=message))
+class Tracker(Protocol):
+    """Text events of the stream (``serve_app.tracking.TextTracker``)."""
+
+    @property
+    def wants_read(self) -> bool: ...
+
+    def read(self, frame_id: int, ts: float, lines: list[Line], *, forced: bool) -> list[TextEvent]: ...
+
+    def same(self, frame_id: int, ts: float) -> list[TextEvent]: ...
+
+    def skipped(self, frame_id: int, ts: float) -> list[TextEvent]: ...
 
 
 @dataclass(slots=True, eq=False)
 class _Reference:
-    """The frame last read for a stream: what later frames are compared with."""
+    """The frame last read (or being read): what later frames are compared with."""
 
     frame_id: int
-    fingerprint: Fingerprint | None
-    read_at: float
+    fingerprint: Any
     lines: list[Line] | None = None  # None while it is being read
-    followers: list[_Ticket] = field(default_factory=list)
+    read_at: float = 0.0  # time.monotonic() when its read completed
+    followers: list[Job] = field(default_factory=list)  # the same content, answered with its lines
 
 
-@dataclass(slots=True, eq=False)
-class _Stream:
-    id: str
-    fps: float
-    oneshot: bool
-    last_seen: float
-    ref: _Reference | None = None
-    waiting: _Ticket | None = None
-    granted: _Ticket | None = None  # a parked frame whose slot is held until its sender claims it
-    reading: bool = False
-    served_at: float = 0.0  # when its last read started (monotonic): fair share goes to the oldest
-    next_read_ts: float | None = None
-    last_ts: float | None = None
+@dataclass(slots=True)
+class _Candidate:
+    """The one frame waiting to be read; compared unless it came while tokens ran out."""
+
+    job: Job
+    fingerprint: Any = None
+    compared: bool = False
+    forced: bool = False  # the same content, read again because the text tracker asks to confirm
 
 
-class Sampler:
+def read_answer(job: Job, reply: ReadReply, started: float) -> ResultAnswer | ErrorAnswer:
+    """A read frame's answer: its lines, ``overloaded``, or the error (``started``: when it was sent)."""
+    if reply.lines is not None:
+        queue_ms = (started - job.received) * 1000.0 + reply.queue_ms
+        timing = Timing(total_ms=0.0, ocr_ms=round(reply.ocr_ms, 1), queue_ms=round(queue_ms, 1))
+        return ResultAnswer(frame_id=job.frame_id, status="ok", lines=reply.lines, timing=timing)
+    if reply.overloaded:
+        return ResultAnswer(frame_id=job.frame_id, status="skipped", reason=SkipReason.OVERLOADED)
+    code = ErrorCode(reply.error_code or ErrorCode.INTERNAL)
+    return ErrorAnswer(frame_id=job.frame_id, code=code, message=reply.error_message)
+
+
+class StreamSampler:
     def __init__(
-        self, config: SamplerConfig, *, read: ReadFn, detector: ChangeDetector, max_pixels: int
+        self,
+        config: SamplerConfig,
+        *,
+        detector: Detector,
+        read: ReadFn,
+        answer: AnswerFn,
+        max_pixels: int,
+        fps: float | None = None,
+        roi: Roi | None = None,
+        tracker: Tracker | None = None,
+        emit: EventFn | None = None,
     ) -> None:
         self.config = config
+        self._detector = detector
         self._read = read
-        self._detector = detector
+        self._answer = answer
         self._max_pixels = max_pixels
-        self._streams: dict[str, _Stream] = {}
-        self._ready: dict[str, _Stream] = {}  # streams with a frame waiting for a read slot
-        self._in_flight = 0
-        self._window = float(config.min_reads_in_flight)  # admission window, adapted per reply
-        self.reads = 0  # reads started, ever (for metrics)
-
-    # --- public API ---------------------------------------------------------
-
-    def reconfigure(self, config: SamplerConfig, detector: ChangeDetector) -> None:
-        self.config = config
-        self._detector = detector
-        self._window = min(max(self._window, config.min_reads_in_flight), config.max_reads_in_flight)
-
-    def effective_fps(self, fps: float | None) -> float:
-        return min(fps or self.config.default_fps, self.config.max_fps)
-
-    def configure(self, stream_id: str, fps: float) -> float:
-        stream = self._stream(stream_id, fps, oneshot=False)
-        stream.fps = self.effective_fps(fps)
-        stream.next_read_ts = None
-        return stream.fps
-
-    def close(self, stream_id: str) -> None:
-        stream = self._streams.pop(stream_id, None)
-        self._ready.pop(stream_id, None)
-        if stream is not None and stream.waiting is not None:
-            stream.waiting.skip(SkipReason.SUPERSEDED, None)
-            stream.waiting = None
-        if stream is not None and stream.granted is not None:
-            stream.granted.skip(SkipReason.SUPERSEDED, None)
-            stream.granted = None
-            self._in_flight -= 1  # the slot it held
-            self._pump()
-
-    def expire_idle(self, now: float | None = None) -> int:
-        cutoff = (now or time.monotonic()) - self.config.stream_idle_timeout_s
-        idle = [s.id for s in self._streams.values() if s.last_seen < cutoff and not s.reading]
-        for stream_id in idle:
-            self.close(stream_id)
-        return len(idle)
-
-    @property
-    def demand(self) -> int:
-        """Reads wanted right now: in flight plus streams with a frame waiting (autoscaling signal)."""
-        return self._in_flight + len(self._ready)
-
-    @property
-    def stats(self) -> dict[str, float]:
-        return {
-            "streams": len(self._streams),
-            "reads_in_flight": self._in_flight,
-            "waiting": len(self._ready),
-            "window": round(self._window, 2),
-        }
-
-    async def submit(
-        self,
-        stream_id: str,
-        jobs: list[Job],
-        *,
-        fps: float | None = None,
-        oneshot: bool = False,
-        claim: bool = False,
-    ) -> AsyncIterator[list[Outcome]]:
-        """Answers for ``jobs``: first those decided at once (maybe none), then the rest as they come.
-
-        Notices ride along: :attr:`Notice.WAITING` when the last of ``jobs`` waits for a read slot
-        (the ingress then holds newer frames itself, so frames that would only supersede each
-        other here never cross), :attr:`Notice.GRANTED` when that slot is free; the ingress answers
-        it with a ``claim``: its newest frame, read at once in that slot, or nothing.
-        """
-        outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
-        stream = self._stream(stream_id, fps, oneshot)
-        tickets = [_Ticket(job, outcomes.put_nowait) for job in jobs]
-        if claim and stream.granted is not None:
-            self._claim(stream, tickets)
-        else:
-            for ticket in tickets:
-                await self._decide(stream, ticket)
-                self._pump()  # a frame that starts its read now is the reference of the next
-        waiting = stream.waiting
-        if waiting is not None and not stream.oneshot and any(t is waiting for t in tickets):
-            waiting.parked = True
-            waiting.notify(Notice.WAITING)
-        remaining = len(jobs)
-        first = True
-        while remaining or first:
-            batch = [] if first and outcomes.empty() else [await outcomes.get()]
-            while not outcomes.empty():
-                batch.append(outcomes.get_nowait())
-            remaining -= sum(1 for outcome in batch if outcome.answer is not None)
-            first = False
-            yield batch
-
-    # --- decisions ----------------------------------------------------------
-
-    def _stream(self, stream_id: str, fps: float | None, oneshot: bool) -> _Stream:
-        stream = self._streams.get(stream_id)
-        now = time.monotonic()
-        if stream is None:
-            stream = _Stream(stream_id, self.effective_fps(fps), oneshot, now)
-            self._streams[stream_id] = stream
-        elif fps is not None:
-            stream.fps = self.effective_fps(fps)
-        stream.last_seen = now
-        return stream
-
-    async def _fingerprint(self, ticket: _Ticket) -> bool:
-        """Decode and fingerprint off the event loop; a frame that cannot be read is answered."""
-        if not self.config.dedup.enabled or ticket.fingerprint is not None:
-            return True
-        try:
-            ticket.fingerprint = await asyncio.to_thread(
-                self._detector.fingerprint, ticket.job.image, self._max_pixels
-            )
-        except ProtocolError as exc:
-            ticket.fail(exc.code, exc.message)
-            return False
-        return True
-
-    async def _decide(self, stream: _Stream, ticket: _Ticket) -> None:
-        """Cheapest checks first: only frames that pass the rate gate are decoded.
-
-        Decoding yields to the event loop, and other calls for this stream may run meanwhile:
-        what the stream holds (its reference, its waiting frame) is read again after it.
-        """
-        if stream.oneshot or stream.waiting is not None:
-            self._wait(stream, ticket)  # fingerprinted when it gets its read slot
-        elif self._too_soon(stream, ticket.job.ts):
-            ticket.skip(SkipReason.RATE, stream.ref.frame_id if stream.ref else None)
-        elif await self._fingerprint(ticket):
-            stream.next_read_ts = ticket.job.ts + _RATE_TOLERANCE / stream.fps
-            ref = stream.ref
-            if ref is not None and self._same(ref, ticket):
-                if ref.lines is None:
-                    ref.followers.append(ticket)  # answered when the reference's read completes
-                    ticket.job.image = b""
-                else:
-                    ticket.skip(SkipReason.DUPLICATE, ref.frame_id, ref.lines)
-            else:
-                self._wait(stream, ticket)
-
-    def _same(self, ref: _Reference, ticket: _Ticket) -> bool:
-        if ref.fingerprint is None or ticket.fingerprint is None:
-            return False
-        stale = ref.lines is not None and time.monotonic() - ref.read_at >= self.config.refresh_s
-        return not stale and self._detector.compare(ref.fingerprint, ticket.fingerprint).same
+        self.fps = self.effective_fps(config, fps)
+        self._bucket = TokenBucket(self.fps, config.burst)
+        self.roi = roi
+        self.tracker = tracker
+        self._emit = emit
+        self._ref: _Reference | None = None
+        self._reading = False
+        self._next: Job | None = None  # arrived, waiting for the compare in progress
+        self._comparing = False
+        self._candidate: _Candidate | None = None
+        self._token_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reads = 0  # reads started (metrics)
 
     @staticmethod
-    def _too_soon(stream: _Stream, ts: float) -> bool:
-        last, stream.last_ts = stream.last_ts, ts
-        if last is not None and ts < last - _CLOCK_JUMP_S:
-            stream.next_read_ts = None  # the client's clock restarted
-        return stream.next_read_ts is not None and ts < stream.next_read_ts
+    def effective_fps(config: SamplerConfig, fps: float | None) -> float:
+        return min(fps or config.default_fps, config.max_fps)
 
-    # --- admission ----------------------------------------------------------
+    # --- settings -------------------------------------------------------------
 
-    def _wait(self, stream: _Stream, ticket: _Ticket) -> None:
-        """``ticket`` waits for a read slot; of two frames waiting, the one received last wins."""
-        held = stream.waiting
-        if held is not None and held.job.received > ticket.job.received:
-            ticket.skip(SkipReason.SUPERSEDED, held.job.frame_id)
+    def set_fps(self, fps: float) -> float:
+        self.fps = self._bucket.rate = self.effective_fps(self.config, fps)
+        return self.fps
+
+    def set_roi(self, roi: Roi | None) -> None:
+        """Compare and read only inside ``roi`` from now on: the next frame is read afresh."""
+        self.roi = roi
+        self._ref = None
+
+    def reconfigure(self, config: SamplerConfig, detector: Detector) -> None:
+        self.config, self._detector = config, detector
+        self._bucket.burst = config.burst
+
+    # --- frames ---------------------------------------------------------------
+
+    def offer(self, job: Job) -> None:
+        """Take one frame: it gets exactly one answer through ``answer``, now or later."""
+        candidate = self._candidate
+        if candidate is not None and self._token_timer is not None:
+            # Out of tokens: the newest frame takes the waiting one's place undecoded.
+            self._skip(candidate.job, SkipReason.RATE, job.frame_id)
+            self._candidate = _Candidate(job)
             return
-        if held is not None:
-            held.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
-        stream.waiting = ticket
-        ticket.timer = asyncio.get_running_loop().call_later(
-            self.config.admission_timeout_s, self._overloaded, stream, ticket
-        )
-        self._enqueue(stream)
+        if self._next is not None:
+            self._skip(self._next, SkipReason.SUPERSEDED, job.frame_id)
+        self._next = job
+        if not self._comparing:
+            self._comparing = True  # now, not when the task starts: one compare loop per stream
+            self._spawn(self._compare_loop())
 
-    def _enqueue(self, stream: _Stream) -> None:
-        if not stream.reading and stream.waiting is not None and self._streams.get(stream.id) is stream:
-            self._ready[stream.id] = stream
+    def close(self) -> None:
+        """The stream ends: stop deciding (its session answers what is still open)."""
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+        for task in self._tasks:
+            task.cancel()
 
-    def _overloaded(self, stream: _Stream, ticket: _Ticket) -> None:
-        if stream.waiting is ticket:
-            stream.waiting = None
-            self._ready.pop(stream.id, None)
-            ticket.timer = None
-            ticket.skip(SkipReason.OVERLOADED, stream.ref.frame_id if stream.ref else None)
+    async def _compare_loop(self) -> None:
+        try:
+            while self._next is not None:
+                job, self._next = self._next, None
+                fingerprint = await self._fingerprint(job)
+                if fingerprint is not False:
+                    self._decide(_Candidate(job, fingerprint, compared=True))
+        finally:
+            self._comparing = False
 
-    def _pump(self) -> None:
-        """Hand free read slots to the waiting streams served least recently."""
-        while self._in_flight < int(self._window) and self._ready:
-            stream = min(self._ready.values(), key=lambda s: s.served_at)
-            del self._ready[stream.id]
-            ticket = stream.waiting
-            if ticket is None:
-                continue
-            stream.waiting = None
-            if ticket.timer is not None:
-                ticket.timer.cancel()
-            stream.reading = True
-            stream.served_at = time.monotonic()
-            self._in_flight += 1
-            if ticket.parked:  # its sender may hold newer frames: ask for the newest
-                stream.granted = ticket
-                ticket.timer = asyncio.get_running_loop().call_later(
-                    self.config.claim_timeout_s, self._claim, stream, []
-                )
-                ticket.notify(Notice.GRANTED)
+    async def _fingerprint(self, job: Job) -> Any:
+        """Decoded off the event loop; False (after an error answer) when it cannot be decoded."""
+        if not self.config.dedup.enabled:
+            return None
+        try:
+            return await asyncio.to_thread(self._detector.fingerprint, job.image, self._max_pixels, self.roi)
+        except ProtocolError as exc:
+            self._fail(job, exc.code, exc.message)
+            return False
+
+    def _decide(self, candidate: _Candidate) -> None:
+        """A compared frame: a duplicate (now, or once the read in flight has its lines), or a read."""
+        job, ref = candidate.job, self._ref
+        if ref is not None and self._same(ref, candidate.fingerprint):
+            if ref.lines is None:
+                job.image = b""  # answered with the lines of the read in flight
+                ref.followers.append(job)
+                return
+            if time.monotonic() - ref.read_at < self.config.refresh_s:
+                if self.tracker is None or not self.tracker.wants_read:
+                    self._duplicate(job, ref)
+                    return
+                candidate.forced = True  # a candidate text waits for a second read
+        if self._candidate is not None:
+            self._skip(self._candidate.job, SkipReason.SUPERSEDED, job.frame_id)
+        self._candidate = candidate
+        self._start()
+
+    def _same(self, ref: _Reference, fingerprint: Any) -> bool:
+        if ref.fingerprint is None or fingerprint is None:
+            return False
+        boxes = [line.box for line in ref.lines] if ref.lines else None
+        return bool(self._detector.compare(ref.fingerprint, fingerprint, boxes).same)
+
+    # --- reads ----------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Read the waiting candidate if the stream has no read in flight and a token."""
+        candidate = self._candidate
+        if candidate is None or self._reading or self._token_timer is not None:
+            return
+        tokens = self._bucket.tokens()
+        if tokens < 1.0:
+            wait_s = (1.0 - tokens) / self._bucket.rate
+            if wait_s > self.config.max_rate_wait_s:  # a low rate: answer now, a later frame is read
+                self._candidate = None
+                self._skip(candidate.job, SkipReason.RATE, self._ref.frame_id if self._ref else None)
             else:
-                self._start(stream, ticket)
-
-    def _claim(self, stream: _Stream, newer: list[_Ticket]) -> None:
-        """Fill the slot held for a granted frame: with the newest of ``newer``, else that frame."""
-        chosen, stream.granted = stream.granted, None
-        if chosen is None:
+                self._token_timer = asyncio.get_running_loop().call_later(wait_s, self._token_ready)
             return
-        if chosen.timer is not None:
-            chosen.timer.cancel()
-            chosen.timer = None
-        for ticket in newer:
-            chosen.skip(SkipReason.SUPERSEDED, ticket.job.frame_id)
-            chosen = ticket
-        self._start(stream, chosen)
-
-    def _start(self, stream: _Stream, ticket: _Ticket) -> None:
+        self._candidate = None
+        if not candidate.compared:  # it came while tokens ran out: compare it first
+            self.offer(candidate.job)
+            return
+        self._bucket.take()
+        self._reading = True
         self.reads += 1
-        ref = _Reference(ticket.job.frame_id, ticket.fingerprint, time.monotonic())
-        if not stream.oneshot:
-            stream.ref = ref  # later frames are compared with this one from now on
-        asyncio.get_running_loop().create_task(self._read_one(stream, ticket, ref))
+        self._ref = ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
+        self._spawn(self._read_one(candidate.job, ref, candidate.forced))
 
-    async def _read_one(self, stream: _Stream, ticket: _Ticket, ref: _Reference) -> None:
+    def _token_ready(self) -> None:
+        self._token_timer = None
+        self._start()
+
+    async def _read_one(self, job: Job, ref: _Reference, forced: bool) -> None:
         started = time.time()
-        if stream.oneshot or await self._fingerprint(ticket):
-            ref.fingerprint = ticket.fingerprint
-            reply = await self._read_with_retry(ticket.job)
-        else:  # answered bad_image by _fingerprint; nothing to read
-            reply = ReadReply(error_code=ErrorCode.BAD_IMAGE)
-        self._adapt(reply)
-        self._in_flight -= 1
-        stream.reading = False
+        reply = await self._read(job, self.roi)
+        self._reading = False
+        answer = read_answer(job, reply, started)
+        followers, ref.followers = ref.followers, []
         if reply.lines is not None:
             ref.lines, ref.read_at = reply.lines, time.monotonic()
-            queue_ms = (started - ticket.job.received) * 1000.0 + reply.queue_ms
-            ticket.answer(
-                ResultAnswer(
-                    frame_id=ticket.job.frame_id,
-                    status="ok",
-                    lines=reply.lines,
-                    timing=Timing(total_ms=0.0, ocr_ms=round(reply.ocr_ms, 1), queue_ms=round(queue_ms, 1)),
-                )
-            )
-            for follower in ref.followers:
-                follower.skip(SkipReason.DUPLICATE, ref.frame_id, ref.lines)
+            job.image = b""
+            self._answer(job, answer)
+            if self.tracker is not None:
+                self._events(self.tracker.read(job.frame_id, job.ts, reply.lines, forced=forced))
+            for follower in followers:
+                self._duplicate(follower, ref)
         else:
-            if stream.ref is ref:
-                stream.ref = None  # nothing to compare with: the next frame is read
-            ticket.fail(
-                ErrorCode(reply.error_code or ErrorCode.INTERNAL), reply.error_message
-            )  # no-op if answered
-            for follower in ref.followers:
-                follower.fail(
-                    ErrorCode.INTERNAL, f"frame {ref.frame_id}, which this one repeats, was not read"
-                )
-        ref.followers.clear()
-        self._enqueue(stream)
-        self._pump()
+            if self._ref is ref:
+                self._ref = None  # nothing to compare with: the next frame is read
+            self._deliver(job, answer)
+            for follower in followers:
+                if reply.overloaded:
+                    self._skip(follower, SkipReason.OVERLOADED, None)
+                else:
+                    self._fail(
+                        follower,
+                        ErrorCode.INTERNAL,
+                        f"frame {ref.frame_id}, which this one repeats, was not read",
+                    )
+        self._start()
 
-    def _adapt(self, reply: ReadReply) -> None:
-        """AIMD on the admission window: back off as soon as reads queue at the model.
+    # --- answers --------------------------------------------------------------
 
-        A read that waited at the model for more than half a batch time means
-        the model replicas hold a backlog: shrink by a quarter. A read that
-        started at once while the window was full and streams were waiting
-        means there may be room: grow by 1/window (one slot per window of
-        completed reads). The window follows the model's capacity as replicas
-        come and go, with no replica count needed.
-        """
-        low, high = self.config.min_reads_in_flight, self.config.max_reads_in_flight
-        if reply.lines is None:
-            return  # a failed read says nothing about capacity
-        batch_ms = max(reply.ocr_ms, 1.0)  # a model that answers at once still counts as 1 ms
-        if reply.queue_ms > 0.5 * batch_ms:
-            self._window = max(low, self._window * 0.75)
-        elif reply.queue_ms < 0.1 * batch_ms and self._in_flight >= int(self._window) and self._ready:
-            self._window = min(high, self._window + 1.0 / self._window)
+    def _duplicate(self, job: Job, ref: _Reference) -> None:
+        job.image = b""
+        reason, lines = SkipReason.DUPLICATE, ref.lines
+        self._answer(
+            job,
+            ResultAnswer(
+                frame_id=job.frame_id, status="skipped", reason=reason, ref_frame_id=ref.frame_id, lines=lines
+            ),
+        )
+        if self.tracker is not None:
+            self._events(self.tracker.same(job.frame_id, job.ts))
 
-    async def _read_with_retry(self, job: Job) -> ReadReply:
-        """One retry when a replica fails (dies, restarts): never a retry storm."""
-        for attempt in (1, 2):
-            try:
-                return await asyncio.wait_for(self._read(job, self.demand), self.config.read_timeout_s)
-            except TimeoutError:
-                return ReadReply(
-                    error_code=ErrorCode.INTERNAL, error_message="the model did not answer in time"
-                )
-            except Exception as exc:  # a replica died or failed: Ray wraps it
-                logger.warning("read of frame %s failed (attempt %d): %s", job.frame_id, attempt, _brief(exc))
-        return ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed to read this frame")
+    def _skip(self, job: Job, reason: SkipReason, ref: int | None) -> None:
+        self._deliver(
+            job, ResultAnswer(frame_id=job.frame_id, status="skipped", reason=reason, ref_frame_id=ref)
+        )
 
+    def _fail(self, job: Job, code: ErrorCode, message: str) -> None:
+        self._deliver(job, ErrorAnswer(frame_id=job.frame_id, code=code, message=message))
 
-def _brief(exc: Any) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    def _deliver(self, job: Job, answer: ResultAnswer | ErrorAnswer) -> None:
+        """An answer that tells nothing of the stream's text (an error, a skip but ``duplicate``)."""
+        job.image = b""
+        self._answer(job, answer)
+        if self.tracker is not None:
+            self._events(self.tracker.skipped(job.frame_id, job.ts))
+
+    def _events(self, events: list[TextEvent]) -> None:
+        if self._emit is not None:
+            for event in events:
+                self._emit(event)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

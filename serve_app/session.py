@@ -1,17 +1,14 @@
-"""One WebSocket stream at the ingress: parse, check, forward, answer (Ray-free).
+"""One WebSocket stream at the ingress: parse, check, sample, answer (Ray-free).
 
 The ledger is the heart of the "exactly one answer" rule: every frame that is
 accepted gets a ledger entry, every answer removes one, and whatever is left
-when something fails (the sampler call, a deadline, shutdown) is answered from
-the ledger. Answers arriving for frames no longer in the ledger are dropped.
+when something fails (a deadline, shutdown) is answered from the ledger.
+Answers arriving for frames no longer in the ledger are dropped.
 
-Frames cross to the sampler in batches: while one batch is being decided, the
-frames that arrive meanwhile wait here (bounded; oldest dropped first) and go
-together in the next call, so a fast stream pays one handle hop per batch, not
-per frame. While one of the stream's frames waits at the sampler for a read
-slot (``Notice.WAITING``), newer frames are held here instead, newest wins,
-and cross only when the slot is granted (``Notice.GRANTED``, answered with a
-claim): under overload a frame that would only be superseded costs no hop.
+The stream's state lives here, with its connection: its
+:class:`~serve_app.sampling.StreamSampler` decides each frame (rate, dedup,
+latest frame wins) and only the frames to read leave the ingress; its text
+tracker (``events``) turns answers into text events.
 """
 
 from __future__ import annotations
@@ -20,13 +17,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from serve_app.config import IngressConfig
 from serve_app.images import probe
-from serve_app.jobs import Job, Notice, Outcome
+from serve_app.jobs import Job
 from serve_app.protocol import (
     WS_1008_POLICY_VIOLATION,
     WS_1009_MESSAGE_TOO_BIG,
@@ -40,16 +37,17 @@ from serve_app.protocol import (
     ProtocolError,
     ResultAnswer,
     SkipReason,
+    TextEvent,
     Timing,
     parse_binary,
     parse_text,
 )
+from serve_app.sampling import AnswerFn, EventFn, StreamSampler, Tracker
 from serve_app.security import ConnectionQuota, QuotaDecision
 
 logger = logging.getLogger(__name__)
 
-SubmitFn = Callable[[list[Job], bool], AsyncIterator[list[Outcome]]]  # (jobs, claim)
-ConfigureFn = Callable[[float], Awaitable[float]]
+SamplerFactory = Callable[[AnswerFn, EventFn], StreamSampler]  # (answer, emit)
 SendFn = Callable[[str], Awaitable[None]]
 
 
@@ -115,37 +113,38 @@ class StreamSession:
         stream_id: str,
         config: IngressConfig,
         *,
-        submit: SubmitFn,
-        configure: ConfigureFn,
+        sampler: SamplerFactory,
         send: SendFn,
+        tracker: Callable[[], Tracker] | None = None,
+        events: bool = False,
         quota: ConnectionQuota | None = None,
         observer: Observer | None = None,
         budget: ByteBudget | None = None,
         shedder: LoadShedder | None = None,
     ) -> None:
         self.stream_id = stream_id
+        self.config = config
+        self.sampler = sampler(self._answered, self._event)
+        self._new_tracker = tracker
+        self._send = send
         self._quota = quota
         self._observer = observer
         self._budget = budget or ByteBudget(config.max_held_bytes)
         self._shedder = shedder
-        self.config = config
-        self._submit = submit
-        self._configure = configure
-        self._send = send
         self._ledger: dict[int, _Entry] = {}
-        self._pending: list[Job] = []
-        self._pending_bytes = 0
         self._seq = 0
-        self._parked: int | None = None  # seq of the frame waiting at the sampler for a read slot
-        self._claim = False  # its slot was granted: the next call hands over the newest frame
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        if events:
+            self._set_events(True)
 
     @property
     def unanswered(self) -> int:
         return len(self._ledger)
+
+    @property
+    def events(self) -> bool:
+        return self.sampler.tracker is not None
 
     # --- inbound ------------------------------------------------------------
 
@@ -160,7 +159,7 @@ class StreamSession:
             if isinstance(parsed, PingRequest):
                 self._post(PongAnswer(ts=time.time()).encode())
             elif isinstance(parsed, ConfigRequest):
-                self._spawn(self._set_fps(parsed.fps))
+                self._configure(parsed)
             else:
                 if self._observer is not None:
                     self._observer.received()
@@ -203,23 +202,27 @@ class StreamSession:
         now = time.time()
         job = Job(self._seq, frame.frame_id, frame.image, frame.ts if frame.ts is not None else now, now)
         self._ledger[job.seq] = _Entry(frame.frame_id, time.monotonic(), len(frame.image))
-        self._pending.append(job)
-        self._pending_bytes += len(job.image)
-        limit = 1 if self._parked is not None else self.config.max_pending_frames
-        while len(self._pending) > limit or (
-            self._pending_bytes > self.config.max_pending_bytes and len(self._pending) > 1
-        ):
-            old = self._pending.pop(0)
-            self._pending_bytes -= len(old.image)
-            self._skip(old.seq, SkipReason.SUPERSEDED, job.frame_id)
-        self._wake.set()
+        self.sampler.offer(job)
 
-    async def _set_fps(self, fps: float) -> None:
-        try:
-            self._post(ConfigAnswer(fps=await self._configure(fps)).encode())
-        except Exception as exc:
-            logger.warning("stream %s: config failed: %s", self.stream_id, exc)
-            self._post(ErrorAnswer(frame_id=None, code=ErrorCode.INTERNAL, message="config failed").encode())
+    def _configure(self, request: ConfigRequest) -> None:
+        """A ``config`` message: this stream's rate, text events, region of interest."""
+        if request.fps is not None:
+            self.sampler.set_fps(request.fps)
+        if request.events is not None:
+            self._set_events(request.events)
+        if request.roi is not None or request.clear_roi:
+            self.sampler.set_roi(request.roi)
+        roi = self.sampler.roi
+        answer = ConfigAnswer(
+            fps=self.sampler.fps, events=self.events or None, roi=roi.to_list() if roi else None
+        )
+        self._post(answer.encode())
+
+    def _set_events(self, on: bool) -> None:
+        if not on:
+            self.sampler.tracker = None
+        elif self.sampler.tracker is None and self._new_tracker is not None:
+            self.sampler.tracker = self._new_tracker()
 
     # --- outbound -----------------------------------------------------------
 
@@ -232,27 +235,16 @@ class StreamSession:
             self._observer.answered(answer)
         self._post(answer.encode())
 
-    def _notice(self, outcome: Outcome) -> None:
-        if outcome.notice is Notice.WAITING:
-            if outcome.seq in self._ledger:
-                self._parked = outcome.seq
-            return
-        if self._parked == outcome.seq:  # GRANTED
-            self._parked = None
-        self._claim = True
-        self._wake.set()
+    def _answered(self, job: Job, answer: ResultAnswer | ErrorAnswer) -> None:
+        self._deliver(job.seq, answer)
 
-    def deliver(self, outcome: Outcome) -> None:
-        answer = outcome.answer
-        if answer is None:
-            self._notice(outcome)
-            return
-        if outcome.seq == self._parked:
-            self._parked = None
-            self._wake.set()
-        entry = self._ledger.pop(outcome.seq, None)
+    def _event(self, event: TextEvent) -> None:
+        self._post(event.encode())
+
+    def _deliver(self, seq: int, answer: ResultAnswer | ErrorAnswer) -> None:
+        entry = self._ledger.pop(seq, None)
         if entry is None:
-            return  # answered already (deadline, retry): exactly one answer
+            return  # answered already (deadline, shutdown): exactly one answer
         self._budget.give(entry.nbytes)
         if isinstance(answer, ResultAnswer):
             total_ms = round((time.monotonic() - entry.received) * 1000.0, 1)
@@ -262,18 +254,6 @@ class StreamSession:
                 answer.timing.total_ms = total_ms
         self._reply(answer)
 
-    def _skip(self, seq: int, reason: SkipReason, ref: int | None) -> None:
-        entry = self._ledger.get(seq)
-        if entry is not None:
-            answer = ResultAnswer(frame_id=entry.frame_id, status="skipped", reason=reason, ref_frame_id=ref)
-            self.deliver(Outcome(seq, answer))
-
-    def _fail(self, seq: int, message: str) -> None:
-        entry = self._ledger.get(seq)
-        if entry is not None:
-            answer = ErrorAnswer(frame_id=entry.frame_id, code=ErrorCode.INTERNAL, message=message)
-            self.deliver(Outcome(seq, answer))
-
     def expire(self, now: float) -> None:
         """Answer ``overloaded`` every frame older than the deadline (oldest first)."""
         cutoff = now - self.config.frame_deadline_s
@@ -281,65 +261,21 @@ class StreamSession:
         for seq, entry in self._ledger.items():  # oldest first: stop at the first young one
             if entry.received > cutoff:
                 break
-            expired.append(seq)
-        for seq in expired:
-            self._skip(seq, SkipReason.OVERLOADED, None)
+            expired.append((seq, entry.frame_id))
+        for seq, frame_id in expired:
+            self._deliver(
+                seq, ResultAnswer(frame_id=frame_id, status="skipped", reason=SkipReason.OVERLOADED)
+            )
 
-    # --- tasks --------------------------------------------------------------
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # --- lifetime -----------------------------------------------------------
 
     async def run(self) -> None:
-        """Forward frames and write answers until :meth:`close`."""
-        self._spawn(self._pump())
+        """Write answers and events until the connection ends."""
         try:
             while True:
                 await self._send(await self._outbox.get())
         finally:
             self.closed = True
-
-    async def _pump(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while (self._pending and self._parked is None) or self._claim:
-                claim, self._claim = self._claim, False
-                jobs = [job for job in self._pending if job.seq in self._ledger]
-                self._pending, self._pending_bytes = [], 0
-                if jobs or claim:
-                    decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                    self._spawn(self._forward(jobs, decided, retry=True, claim=claim))
-                    await decided  # one batch at a time is being decided
-
-    async def _forward(
-        self, jobs: list[Job], decided: asyncio.Future[None], *, retry: bool, claim: bool = False
-    ) -> None:
-        try:
-            async for outcomes in self._submit(jobs, claim):
-                for outcome in outcomes:
-                    self.deliver(outcome)
-                if not decided.done():
-                    decided.set_result(None)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            left = [job for job in jobs if job.seq in self._ledger]
-            logger.warning(
-                "stream %s: sampler call failed (%s), %d frames open", self.stream_id, exc, len(left)
-            )
-            if any(job.seq == self._parked for job in jobs):
-                self._parked = None  # a new sampler replica does not know it
-                self._wake.set()
-            if left and retry:
-                await self._forward(left, decided, retry=False)
-            for job in left:
-                self._fail(job.seq, "the frame could not be processed; the stream goes on")
-        finally:
-            if not decided.done():
-                decided.set_result(None)
 
     async def drain(self, timeout_s: float) -> None:
         """Shutdown: let open frames get their real answers (bounded), then :meth:`flush`."""
@@ -350,17 +286,16 @@ class StreamSession:
 
     async def flush(self, timeout_s: float = 2.0) -> None:
         """Answer every open frame now (the connection is closing) and send what is queued."""
-        for seq in list(self._ledger):
-            self._fail(seq, "the connection is closing")
+        for seq, entry in list(self._ledger.items()):
+            message = "the connection is closing"
+            self._deliver(seq, ErrorAnswer(frame_id=entry.frame_id, code=ErrorCode.INTERNAL, message=message))
         deadline = time.monotonic() + timeout_s
         while not self._outbox.empty() and not self.closed and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         """Stop (the client is gone): give back what the unanswered frames held."""
+        self.sampler.close()
         for entry in self._ledger.values():
             self._budget.give(entry.nbytes)
         self._ledger.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,9 +12,33 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
-IMAGES = SHARED / "data" / "images"
+IMAGES = ROOT / "tests" / "data" / "images"
 SERVE_CONFIG = ROOT / "configs" / "serve.yaml"
+# pytest-timeout (pyproject.toml) counts a test's fixtures in its time. Starting Ray and warming the
+# model up (ray_session, service_url) fall to the first test of the run that uses Ray, an
+# application of a module's own (e.g. auth on) to the module's first such test, and stopping Ray
+# to the run's last test: these tests get this much more time than their own limit.
+RAY_SETUP_ALLOWANCE_S = 240
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ray_items = [item for item in items if "ray_session" in getattr(item, "fixturenames", ())]
+    if not ray_items:
+        return
+    default = float(config.getoption("timeout") or config.getini("timeout") or 0)
+    first_of_each_file = {item.path: item for item in reversed(ray_items)}.values()
+    for item in {*first_of_each_file, items[-1]}:
+        limit = _timeout_s(item, default)
+        if limit > 0:  # 0: no limit at all (e.g. --timeout 0 to debug)
+            item.add_marker(pytest.mark.timeout(limit + RAY_SETUP_ALLOWANCE_S), append=False)
+
+
+def _timeout_s(item: pytest.Item, default: float) -> float:
+    """The item's own pytest-timeout limit: its ``timeout`` marker, else the run's default."""
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        return default
+    return float(marker.args[0] if marker.args else marker.kwargs.get("timeout", default))
 
 
 def free_port() -> int:
@@ -26,8 +49,6 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def images() -> Path:
-    if not IMAGES.is_dir():
-        pytest.fail(f"shared test images not found at {IMAGES} (set SHARED_DIR)")
     return IMAGES
 
 

@@ -1,4 +1,5 @@
-"""The browser page end to end: Chromium with a fake camera (a Y4M file) against the real service."""
+"""The browser page end to end: Chromium with a fake camera (a Y4M file) against the real service:
+the text read per frame and the text events (texts in view, event log)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,16 @@ def write_y4m(path: Path, text: str, frames: int = 10) -> None:
             out.write(b"FRAME\n" + luma.tobytes() + chroma + chroma)
 
 
+async def wait_for_text(page: async_api.Page, selector: str, text: str, timeout_ms: float) -> None:
+    """Until an element of ``selector`` shows ``text`` (O and 0 look alike to OCR: compared as one)."""
+    await page.wait_for_function(
+        "([selector, want]) => [...document.querySelectorAll(selector)].some((element) =>"
+        " element.textContent.replace(/\\s+/g, '').toUpperCase().replaceAll('0', 'O').includes(want))",
+        arg=[selector, re.sub(r"\s+", "", text).upper().replace("0", "O")],
+        timeout=timeout_ms,
+    )
+
+
 @pytest.mark.serve
 async def test_the_page_reads_a_camera(service_url: str, tmp_path: Path) -> None:
     camera = tmp_path / "label.y4m"
@@ -57,16 +68,16 @@ async def test_the_page_reads_a_camera(service_url: str, tmp_path: Path) -> None
             await page.click("#start")
             await page.wait_for_function("document.getElementById('video').readyState >= 2")
             await page.click("#connect")
-            await page.wait_for_function(  # O and 0 look alike to OCR: compared as one
-                "(want) => document.getElementById('text').textContent"
-                ".replace(/\\s+/g, '').toUpperCase().replaceAll('0', 'O').includes(want)",
-                arg=re.sub(r"\s+", "", TEXT).replace("0", "O"),
-                timeout=120_000,
-            )
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            await page.screenshot(path=SCREENSHOT, full_page=True)
+            await wait_for_text(page, "#text", TEXT, timeout_ms=120_000)
             assert await page.text_content("#conn") == "connected"
             await page.wait_for_function("Number(document.getElementById('stat-read').textContent) >= 1")
+            # Text events: the card's text is in the list of texts in view (one line or two: "LOT",
+            # "4821"), and its appearance in the log.
+            for word in TEXT.split():
+                await wait_for_text(page, "#tracks .text", word, timeout_ms=60_000)
+                await wait_for_text(page, "#events li[data-event='appeared']", word, timeout_ms=5_000)
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            await page.screenshot(path=SCREENSHOT, full_page=True)
             assert page_errors == []
         finally:
             await browser.close()

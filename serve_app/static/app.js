@@ -1,10 +1,13 @@
 // Streaming OCR page: camera or video file -> JPEG frames over /v1/stream (protocol v1,
-// binary frames) -> boxes and text drawn over the live picture. No dependencies.
+// binary frames) -> boxes and text drawn over the live picture, and the stream's text events
+// (appeared / changed / gone) as a list of the texts in view and a log. No dependencies.
 "use strict";
 
 const MAX_IN_FLIGHT = 4; // frames sent and not answered; a live picture drops frames past it
 const JPEG_QUALITY = 0.85;
 const BACKOFF_MS = [500, 10000]; // first and largest reconnect delay, before jitter
+const EVENT_LOG_SIZE = 100;
+const EVENT_MARK = { appeared: "+", changed: "~", gone: "-" };
 
 const $ = (id) => document.getElementById(id);
 const video = $("video");
@@ -24,6 +27,7 @@ const state = {
   sentTimes: [],
   latencies: [],
   counts: { read: 0, skipped: 0, errors: 0 },
+  tracks: new Map(), // track_id -> the last appeared/changed event: the texts in view
   streamId: `web-${Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("")}`,
 };
 
@@ -156,9 +160,40 @@ function onAnswer(msg) {
   if (frame && msg.lines) drawLines(msg.lines, frame);
 }
 
+function onTextEvent(msg) {
+  if (msg.event === "gone") state.tracks.delete(msg.track_id);
+  else state.tracks.set(msg.track_id, msg);
+  $("tracks").replaceChildren(
+    ...[...state.tracks.values()].map((track) => {
+      const item = document.createElement("li");
+      item.dataset.track = track.track_id;
+      item.append(span("track", `[${track.track_id}]`), span("text", track.text));
+      if (track.score !== undefined) item.append(span("score", track.score.toFixed(2)));
+      return item;
+    }),
+  );
+  // The log, newest first: "+ [7] SN-48213 (0.97) @frame 120", "~ [7] A -> B", "- [7] B".
+  const change = msg.event === "changed" ? `${msg.previous} -> ${msg.text}` : msg.text;
+  const score = msg.score !== undefined && msg.event !== "gone" ? ` (${msg.score.toFixed(2)})` : "";
+  const entry = document.createElement("li");
+  entry.dataset.event = msg.event;
+  entry.append(`${EVENT_MARK[msg.event] ?? "?"} `, span("track", `[${msg.track_id}]`));
+  entry.append(` ${change}${score} @frame ${msg.frame_id}`);
+  $("events").prepend(entry);
+  while ($("events").childElementCount > EVENT_LOG_SIZE) $("events").lastElementChild.remove();
+}
+
+function span(className, text) {
+  const element = document.createElement("span");
+  element.className = className;
+  element.textContent = text;
+  return element;
+}
+
 function onMessage(event) {
   const msg = JSON.parse(event.data);
   if (msg.type === "result" || msg.type === "error") onAnswer(msg);
+  else if (msg.type === "text") onTextEvent(msg);
   else if (msg.type === "config") $("fps").value = msg.fps;
   updateStats();
 }
@@ -182,7 +217,8 @@ function updateStats() {
 
 function connect() {
   clearTimeout(state.retryTimer);
-  const params = new URLSearchParams({ stream_id: state.streamId, fps: String(targetFps()) });
+  // events=1: the stream's text events too (also on a reconnect, which may re-announce the texts).
+  const params = new URLSearchParams({ stream_id: state.streamId, fps: String(targetFps()), events: "1" });
   const token = $("token").value.trim();
   if (token) params.set("token", token); // browsers cannot set an Authorization header here
   const scheme = location.protocol === "https:" ? "wss" : "ws";

@@ -16,7 +16,7 @@ import ray
 import websockets
 from ray import serve
 
-from serve_app.client import OCRStreamClient
+from ocr_client.client import OCRStreamClient
 from serve_app.protocol import encode_binary_frame
 from tests.conftest import app_config, wait_healthy
 
@@ -81,6 +81,7 @@ async def stream_while(
     return answers
 
 
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("deployment", ["OCRModel", "FrameSampler"])
 async def test_replica_dies_mid_stream(faults_url: str, images: Path, deployment: str) -> None:
     """Kill the model (or the sampler, with the streams' state) mid-stream: every frame is answered
@@ -119,12 +120,13 @@ async def test_ingress_replica_dies_client_reconnects(faults_url: str, images: P
     assert sum(a.type == "result" and a.status == "ok" for a in late) >= 5, "the stream goes on after"
 
 
+@pytest.mark.timeout(120)
 async def test_rolling_upgrade_drains_the_ingress(
     service_url: str, images: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A new ingress version rolls out mid-stream: the old replica answers what it read, closes
     with 1012, and the client goes on on the new one; every frame answered once, none failed."""
-    caplog.set_level(logging.INFO, logger="serve_app.client")
+    caplog.set_level(logging.INFO, logger="ocr_client.client")
     run = asyncio.get_running_loop().run_in_executor
     await run(None, deploy_declaratively, "roll")
     await run(None, wait_healthy, f"{service_url}/roll")
@@ -162,7 +164,7 @@ async def test_rolling_upgrade_drains_the_ingress(
 
 
 def deploy_declaratively(
-    name: str, sampler_user_config: dict[str, Any] | None = None, overrides: dict[str, Any] = FAULTS
+    name: str, sampling_user_config: dict[str, Any] | None = None, overrides: dict[str, Any] = FAULTS
 ) -> None:
     """As `serve deploy` / `serve run <config>` do: the path where Serve updates in place."""
     from ray.serve.context import _get_global_client
@@ -174,13 +176,14 @@ def deploy_declaratively(
         "import_path": "serve_app.app:build_app",
         "args": app_config(overrides).model_dump(mode="json"),
     }
-    if sampler_user_config is not None:
-        app["deployments"] = [{"name": "FrameSampler", "user_config": sampler_user_config}]
+    if sampling_user_config is not None:  # each stream's sampling lives with it, in the ingress
+        app["deployments"] = [{"name": "StreamIngress", "user_config": sampling_user_config}]
     _get_global_client().deploy_apps(
         ServeDeploySchema.model_validate({"applications": [app]}), _blocking=True
     )
 
 
+@pytest.mark.timeout(90)
 async def test_user_config_applies_in_place(service_url: str) -> None:
     run = asyncio.get_running_loop().run_in_executor
     await run(None, deploy_declaratively, "live", {"max_fps": 30.0})
@@ -215,6 +218,7 @@ def big_jpeg(seed: int) -> bytes:
     return cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
 
 
+@pytest.mark.timeout(180)
 async def test_flood_of_large_frames_stays_within_memory(deploy_app: Any) -> None:
     held = 128 * 1024 * 1024
     url = deploy_app("flood", {**FAULTS, "ingress": {"max_held_bytes": held, "deployment_config": FIXED}})

@@ -23,7 +23,7 @@ import struct
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +35,20 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from serve_app.config import IngressConfig, LimitsConfig
-from serve_app.jobs import Job, Outcome
+from serve_app.jobs import Job, ReadReply
 from serve_app.protocol import (
     MAX_FRAME_ID,
+    ErrorCode,
     Frame,
     ProtocolError,
-    ResultAnswer,
-    SkipReason,
+    Roi,
     encode_binary_frame,
     parse_binary,
     parse_text,
 )
 from serve_app.security import ConnectionQuota, TokenBucket
 from serve_app.session import StreamSession
+from tests.serve_app.test_session import sampler_for
 
 Message = bytes | str
 PONG, CONFIG = "pong", "config"
@@ -363,28 +364,18 @@ class Fuzzer:
 SOFT, HARD = 4096, 6144  # small limits: oversized messages stay cheap
 
 
-class FlakySampler:
-    """Answers every frame after a first empty yield; every 5th call fails (the session retries once)."""
+class FlakyModel:
+    """Reads every frame; every 5th read fails (the frame is answered `internal`, the stream goes on)."""
 
     def __init__(self) -> None:
         self.calls = 0
 
-    async def submit(self, jobs: list[Job], claim: bool = False) -> AsyncIterator[list[Outcome]]:
+    async def __call__(self, job: Job, roi: Roi | None) -> ReadReply:
         self.calls += 1
-        yield []
         await asyncio.sleep(0)
         if self.calls % 5 == 0:
-            raise RuntimeError("sampler replica died")
-        reasons = [None, SkipReason.RATE, SkipReason.DUPLICATE]
-        yield [
-            Outcome(
-                j.seq,
-                ResultAnswer(frame_id=j.frame_id, status="ok", lines=[])
-                if reasons[j.seq % 3] is None
-                else ResultAnswer(frame_id=j.frame_id, status="skipped", reason=reasons[j.seq % 3]),
-            )
-            for j in jobs
-        ]
+            return ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed")
+        return ReadReply(lines=[])
 
 
 async def run_session(batch: list[Message]) -> tuple[int, list[Message], list[dict[str, Any]]]:
@@ -395,9 +386,6 @@ async def run_session(batch: list[Message]) -> tuple[int, list[Message], list[di
     async def send(text: str) -> None:
         sent.append(json.loads(text))
 
-    async def configure(fps: float) -> float:
-        return min(fps, 30.0)
-
     now = [0.0]
 
     def clock() -> float:
@@ -407,10 +395,8 @@ async def run_session(batch: list[Message]) -> tuple[int, list[Message], list[di
     quota = ConnectionQuota(
         [TokenBucket(1.0, 3.0, clock)], [TokenBucket(4 * SOFT, 8 * SOFT, clock)], 8, 10.0, clock
     )
-    config = IngressConfig(max_message_bytes=SOFT, hard_max_message_bytes=HARD, max_pending_frames=4)
-    session = StreamSession(
-        "fuzz", config, submit=FlakySampler().submit, configure=configure, send=send, quota=quota
-    )
+    config = IngressConfig(max_message_bytes=SOFT, hard_max_message_bytes=HARD)
+    session = StreamSession("fuzz", config, sampler=sampler_for(FlakyModel()), send=send, quota=quota)
     writer = asyncio.create_task(session.run())
     read: list[Message] = []
     code = None
@@ -513,6 +499,7 @@ def is_frame(message: Message) -> bool:
     return isinstance(parsed, Frame)
 
 
+@pytest.mark.timeout(90)
 @pytest.mark.serve
 async def test_service_fuzz_over_one_websocket(ws_url: str, images: Path) -> None:
     fuzz = generated(N_REAL)

@@ -6,8 +6,10 @@ node that declares the custom resource of the gpu-group (standing in for a
 GPU node; it has no Ray CPUs either, as in the manifest). It deploys the
 manifest's own application with the few overrides a machine without GPUs
 needs (MULTINODE_OVERRIDES), checks where each replica landed, streams one
-real image over a WebSocket with a real JWT, and stops every Ray process it
-started, also on failure. Exit status 0 means every check passed.
+real image over a WebSocket with a real JWT, then a burst of streams through
+two sampler replicas (every frame answered once, dedup as with one), and
+stops every Ray process it started, also on failure. Exit status 0 means
+every check passed.
 
 A subprocess, because the test session shares one Ray instance (conftest.py)
 and a process can only be attached to one cluster.
@@ -29,28 +31,30 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
 MANIFEST = ROOT / "k8s" / "rayservice.yaml"
-IMAGE = SHARED / "data" / "images" / "text_rec.jpg"
+IMAGE = ROOT / "tests" / "data" / "images" / "text_rec.jpg"
 EXPECTED_TEXT = "韩国小馆"
 GPU_RESOURCE = "ocr_gpu_node"
 # At least 32 bytes: the HS256 minimum the ingress enforces.
 TEST_SECRET = "multinode-check-secret-0123456789abcdef"
 READY_TIMEOUT_S = 300.0
+SAMPLER_REPLICAS = 2
+BURST_STREAMS, BURST_FRAMES = 8, 12
 
 # What differs from the manifest here, and why:
 # - no GPU on this machine: the OCR replica reads on the CPU and asks for no
 #   GPU; it still asks for the gpu-group's custom resource, which is what
 #   places it (the point of this check);
-# - one replica of each (autoscaling kept, min = max = 1, so the demand
-#   policy is loaded by the controller): three replicas fit a 2-core machine;
+# - one replica of the ingress and the model, two of the sampler (autoscaling
+#   kept, min = max, so the demand policy is loaded by the controller): the
+#   sampler is the stage that must never be one process;
 # - proxy on the head only: every node shares this machine's ports, so one
 #   proxy per node would collide on the HTTP port. The head's proxy makes the
 #   path cross nodes anyway (head -> cpu node -> "gpu" node).
 MULTINODE_OVERRIDES = (
     "ocr.device = cpu",
     "ocr.deployment_config.ray_actor_options.num_gpus: removed",
-    "*.deployment_config.autoscaling_config.min_replicas = max_replicas = 1",
+    "*.deployment_config.autoscaling_config.min_replicas = max_replicas = 1 (sampler: 2)",
     "proxy_location = HeadOnly, http_options host/port = 127.0.0.1:<free port>",
 )
 
@@ -78,10 +82,13 @@ def multinode_args(args: dict[str, Any]) -> dict[str, Any]:
     args["ocr"]["deployment_config"]["ray_actor_options"].pop("num_gpus", None)
     for section in ("ingress", "sampler", "ocr"):
         options = args[section]["deployment_config"]
+        replicas = SAMPLER_REPLICAS if section == "sampler" else 1
         if "autoscaling_config" in options:
-            options["autoscaling_config"]["min_replicas"] = options["autoscaling_config"]["max_replicas"] = 1
+            options["autoscaling_config"]["min_replicas"] = options["autoscaling_config"]["max_replicas"] = (
+                replicas
+            )
         else:
-            options["num_replicas"] = 1
+            options["num_replicas"] = replicas
     return args
 
 
@@ -107,6 +114,13 @@ def wait_healthy(url: str) -> None:
     raise AssertionError(f"/healthz not 200 within {READY_TIMEOUT_S:.0f} s")
 
 
+def replica_count(deployment: str) -> int:
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+    return sum(actor.class_name.endswith(f":{deployment}") for actor in actors)
+
+
 def replica_nodes() -> dict[str, set[str]]:
     """Deployment name -> node ids of its live replica actors."""
     from ray.util.state import list_actors
@@ -129,6 +143,31 @@ async def stream_one_frame(ws_url: str, token: str) -> dict[str, Any]:
     async with websockets.connect(ws_url, additional_headers=headers, max_size=None, open_timeout=30) as ws:
         await ws.send(encode_binary_frame(1, IMAGE.read_bytes(), ts=time.time()))
         return json.loads(await asyncio.wait_for(ws.recv(), 120))
+
+
+async def burst(ws_url: str, token: str) -> tuple[int, int, int]:
+    """``BURST_STREAMS`` streams at once, each the same image ``BURST_FRAMES`` times: every frame must be
+    answered once, and each stream read about once (dedup lives with the stream, not in a sampler
+    replica). Returns (frames, answers, reads)."""
+    import websockets
+
+    from serve_app.protocol import encode_binary_frame
+
+    image = IMAGE.read_bytes()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def one(k: int) -> list[dict[str, Any]]:
+        url = ws_url.replace("stream_id=multinode", f"stream_id=burst-{k}")
+        async with websockets.connect(url, additional_headers=headers, max_size=None, open_timeout=60) as ws:
+            for i in range(BURST_FRAMES):
+                await ws.send(encode_binary_frame(i, image, ts=i / 30))
+            answers = [json.loads(await asyncio.wait_for(ws.recv(), 120)) for _ in range(BURST_FRAMES)]
+            assert sorted(a["frame_id"] for a in answers) == list(range(BURST_FRAMES)), answers
+            return answers
+
+    answers = [a for stream in await asyncio.gather(*(one(k) for k in range(BURST_STREAMS))) for a in stream]
+    reads = sum(a.get("status") == "ok" for a in answers)
+    return BURST_STREAMS * BURST_FRAMES, len(answers), reads
 
 
 async def refused_without_token(ws_url: str) -> bool:
@@ -165,6 +204,8 @@ def run_checks(head_id: str, cpu_id: str, gpu_id: str) -> None:
     where = {k: sorted(n for n, i in names.items() if i in v) for k, v in nodes.items()}
     log(f"placement: {where}")
     assert nodes.get("OCRModel") == {gpu_id}, f"OCRModel must run on the {GPU_RESOURCE} node only: {where}"
+    samplers = replica_count("FrameSampler")
+    assert samplers == SAMPLER_REPLICAS, f"{samplers} sampler replicas, not {SAMPLER_REPLICAS}"
     for name in ("StreamIngress", "FrameSampler"):
         assert nodes.get(name) == {cpu_id}, f"{name} must run on the CPU node only: {where}"
 
@@ -175,12 +216,15 @@ def run_checks(head_id: str, cpu_id: str, gpu_id: str) -> None:
     assert answer.get("type") == "result" and answer.get("status") == "ok", answer
     text = "".join(line["text"] for line in answer.get("lines", []))
     assert EXPECTED_TEXT in text, f"expected {EXPECTED_TEXT!r} in {text!r}"
+    frames, answers, reads = asyncio.run(
+        burst(ws_url, make_token(config.ingress.security.auth.audience or ""))
+    )
+    log(f"burst through {samplers} sampler replicas: {frames} frames, {answers} answers, {reads} reads")
+    assert answers == frames, "every frame answered exactly once"
+    assert reads <= 2 * BURST_STREAMS, f"dedup as with one sampler: {reads} reads for {BURST_STREAMS} streams"
 
 
 def main() -> int:
-    if not IMAGE.is_file():
-        log(f"test image not found: {IMAGE} (set SHARED_DIR)")
-        return 2
     # The ingress reads the secret from its environment (auth.secret_env);
     # the nodes started below, and so every replica, inherit this process's env.
     secret_env = manifest_args()["ingress"]["security"]["auth"]["secret_env"]
@@ -203,8 +247,8 @@ def main() -> int:
                 "dashboard_port": free_port(),
             },
         )
-        # cpu-group: room for one ingress and one sampler replica (1 CPU each).
-        cpu_node = cluster.add_node(num_cpus=2)
+        # cpu-group: room for one ingress and two sampler replicas (1 CPU each).
+        cpu_node = cluster.add_node(num_cpus=3)
         # gpu-group stand-in: num-cpus "0" and the custom resource, as in the manifest.
         gpu_node = cluster.add_node(num_cpus=0, resources={GPU_RESOURCE: 1})
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)

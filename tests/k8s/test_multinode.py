@@ -58,6 +58,7 @@ def ray_tmpdir() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.timeout(TIMEOUT_S + 60)
 def test_ocr_on_gpu_node_ingress_elsewhere_stream_across_nodes(ray_tmpdir: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = ray_tmpdir

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from serve_app.images import decode_bgr, decode_gray, probe
-from serve_app.protocol import ErrorCode, ProtocolError
+from serve_app.protocol import ErrorCode, ProtocolError, Roi
 from tests.fakes import jpeg_bomb, png_bomb
 
 LIMIT = 40_000_000
@@ -103,4 +103,54 @@ def test_zero_sized_is_bad_image() -> None:
 
 def test_gray_thumbnail_for_dedup(images: Path) -> None:
     gray = decode_gray((images / "ch_en_num.jpg").read_bytes(), LIMIT, 160)
-    assert gray.shape[1] == 160 and gray.ndim == 2 and gray.dtype == np.uint8
+    assert gray.pixels.shape[1] == 160 and gray.pixels.ndim == 2 and gray.pixels.dtype == np.uint8
+
+
+def gradient(width: int = 640, height: int = 480) -> np.ndarray:
+    """A picture whose every pixel says where it is: red grows along x, green along y."""
+    x = np.linspace(0, 255, width)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height)[:, None].repeat(width, 1)
+    return np.stack([x, y, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+
+
+def test_reduced_jpeg_decode_matches_a_full_decode_shrunk() -> None:
+    rgb = gradient()
+    data = encode(Image.fromarray(rgb), "JPEG", quality=95)
+    gray = decode_gray(data, LIMIT, 320)
+    assert gray.pixels.shape == (240, 320)
+    assert gray.source_size == (640, 480) and gray.scale == (0.5, 0.5) and gray.offset == (0.0, 0.0)
+    full = np.asarray(Image.fromarray(rgb).convert("L").resize((320, 240), Image.Resampling.BOX))
+    assert np.abs(gray.pixels.astype(int) - full).mean() < 2.0
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_gray_is_upright_like_the_image_the_model_reads(orientation: int) -> None:
+    """Boxes of a read are in the upright image's pixels: the grey image must be upright too."""
+    rgb = gradient(320, 240)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    for fmt in ("JPEG", "PNG"):
+        data = encode(Image.fromarray(rgb), fmt, exif=exif.tobytes())
+        upright = decode_bgr(data, LIMIT)[..., ::-1]  # what the model reads
+        gray = decode_gray(data, LIMIT, 1000)
+        assert gray.source_size == (upright.shape[1], upright.shape[0])
+        expected = np.asarray(Image.fromarray(np.ascontiguousarray(upright)).convert("L"))
+        assert gray.pixels.shape == expected.shape
+        assert np.abs(gray.pixels.astype(int) - expected).mean() < 3.0, (fmt, orientation)
+
+
+def test_gray_of_a_region_of_interest() -> None:
+    rgb = gradient()
+    data = encode(Image.fromarray(rgb), "JPEG", quality=95)
+    gray = decode_gray(data, LIMIT, 320, Roi(0.5, 0.25, 1.0, 0.75))
+    assert gray.region == (320, 120, 640, 360)
+    assert gray.pixels.shape == (240, 320), "a half-width roi decodes at full scale: 320 px across"
+    x, y = 400, 200  # a frame pixel inside the roi, where the grey image maps it
+    gx, gy = x * gray.scale[0] - gray.offset[0], y * gray.scale[1] - gray.offset[1]
+    expected = np.asarray(Image.fromarray(rgb).convert("L"))[y, x]
+    assert abs(int(gray.pixels[round(gy), round(gx)]) - int(expected)) <= 3
+
+
+def test_truncated_jpeg_is_never_decoded_half_grey() -> None:
+    data = encode(Image.fromarray(gradient()), "JPEG", quality=90)
+    assert code_of(decode_gray, data[: len(data) * 3 // 4], LIMIT, 320) is ErrorCode.BAD_IMAGE

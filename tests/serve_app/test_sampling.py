@@ -1,374 +1,277 @@
-"""The sampler's decisions and admission, with a stand-in model and a stand-in detector."""
+"""One stream's sampling with a stand-in model and a stand-in detector (no Ray, no images)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from serve_app.config import SamplerConfig
-from serve_app.jobs import Job, Notice, Outcome, ReadReply
-from serve_app.protocol import ErrorCode, Line, ProtocolError
-from serve_app.sampling import Sampler
+from serve_app.jobs import Job, ReadReply
+from serve_app.protocol import ErrorAnswer, ErrorCode, Line, ProtocolError, ResultAnswer, Roi, TextEvent
+from serve_app.sampling import StreamSampler
 
 
 @dataclass
 class Same:
     same: bool
-    score: float = 0.0
 
 
 class StandInDetector:
-    """Content = the image bytes; b"bad..." is an undecodable image."""
+    """Content = the image bytes; b"bad..." is an undecodable image. Counts what it decodes."""
 
-    def fingerprint(self, data: bytes, max_pixels: int) -> bytes:
+    def __init__(self) -> None:
+        self.decoded: list[bytes] = []
+        self.rois: list[Roi | None] = []
+
+    def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> bytes:
+        self.decoded.append(data)
+        self.rois.append(roi)
         if data.startswith(b"bad"):
             raise ProtocolError(ErrorCode.BAD_IMAGE, "image bytes could not be decoded")
         return data
 
-    def compare(self, a: bytes, b: bytes) -> Same:
+    def compare(self, a: bytes, b: bytes, boxes: Any = None) -> Same:
         return Same(a == b)
 
 
 class StandInModel:
-    """Reads the image bytes as the text; can be held, or made to fail."""
+    """Reads the image bytes as the text; can be held, fail, or answer overloaded."""
 
     def __init__(self) -> None:
         self.reads: list[bytes] = []
         self.gate = asyncio.Event()
         self.gate.set()
-        self.failures = 0
+        self.reply: ReadReply | None = None
 
-    async def __call__(self, job: Job, demand: int) -> ReadReply:
+    async def __call__(self, job: Job, roi: Roi | None) -> ReadReply:
         self.reads.append(job.image)
         await self.gate.wait()
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("replica died")
-        return ReadReply(
-            lines=[Line(text=job.image.decode(), score=1.0, box=[[0, 0], [1, 0], [1, 1], [0, 1]])]
+        if self.reply is not None:
+            return self.reply
+        box = [[0, 0], [10, 0], [10, 5], [0, 5]]
+        return ReadReply(lines=[Line(text=job.image.decode(), score=1.0, box=box)], ocr_ms=5.0)
+
+
+class Stream:
+    """A StreamSampler and everything it answered, by frame id."""
+
+    def __init__(self, tracker: Any = None, **config: Any) -> None:
+        self.model = StandInModel()
+        self.detector = StandInDetector()
+        self.answers: dict[int, list[dict[str, Any]]] = {}
+        self.events: list[TextEvent] = []
+        settings = {"default_fps": 30.0, **config}
+        self.sampler = StreamSampler(
+            SamplerConfig(**settings),
+            detector=self.detector,
+            read=self.model,
+            answer=self._answer,
+            max_pixels=10**8,
+            tracker=tracker,
+            emit=self.events.append,
         )
+        self._seq = 0
 
+    def _answer(self, job: Job, answer: ResultAnswer | ErrorAnswer) -> None:
+        self.answers.setdefault(job.frame_id, []).append(answer.model_dump(mode="json", exclude_none=True))
 
-def make(**overrides: Any) -> tuple[Sampler, StandInModel]:
-    model = StandInModel()
-    config = SamplerConfig(
-        **{"default_fps": 30.0, "min_reads_in_flight": 4, "max_reads_in_flight": 4, **overrides}
-    )
-    return Sampler(config, read=model, detector=StandInDetector(), max_pixels=10**8), model  # type: ignore[arg-type]
+    def send(self, frame_id: int, content: bytes) -> None:
+        self._seq += 1
+        now = time.time()
+        self.sampler.offer(Job(self._seq, frame_id, content, now, now))
 
+    def answer(self, frame_id: int) -> dict[str, Any]:
+        got = self.answers[frame_id]
+        assert len(got) == 1, f"frame {frame_id} answered {len(got)} times"
+        return got[0]
 
-_seq = iter(range(1, 10**9))
-
-
-def job(frame_id: int, image: bytes, ts: float) -> Job:
-    return Job(seq=next(_seq), frame_id=frame_id, image=image, ts=ts, received=time.time())
-
-
-async def claim(sampler: Sampler, stream: str, jobs: list[Job] | None = None) -> dict[int, dict[str, Any]]:
-    """What the ingress does on a grant: hand over its newest frames (none: the waiting one is read)."""
-    return await collect(sampler, stream, jobs or [], claim=True)
-
-
-async def collect(sampler: Sampler, stream: str, jobs: list[Job], **kw: Any) -> dict[int, dict[str, Any]]:
-    """All answers of one submit call; a grant is answered as an ingress holding nothing newer would."""
-    by_seq = {j.seq: j.frame_id for j in jobs}
-    got: dict[int, dict[str, Any]] = {}
-    claims: list[asyncio.Task[Any]] = []
-    async for outcomes in sampler.submit(stream, jobs, **kw):
-        for o in outcomes:
-            if o.notice is Notice.GRANTED:
-                claims.append(asyncio.create_task(claim(sampler, stream)))
-            if o.answer is None:
-                continue
-            assert o.seq in by_seq and by_seq[o.seq] not in got, "exactly one answer per frame"
-            got[by_seq[o.seq]] = o.answer.model_dump(mode="json", exclude_none=True)
-    assert len(got) == len(jobs)
-    await asyncio.gather(*claims)
-    return got
+    async def settle(self, frames: int, timeout: float = 5.0) -> None:
+        """Wait until ``frames`` frames have their answer."""
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < frames and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert len(self.answers) == frames, f"{len(self.answers)} of {frames} frames answered"
+        assert all(len(a) == 1 for a in self.answers.values()), "exactly one answer per frame"
 
 
 async def test_first_frame_is_read_and_a_repeat_is_a_duplicate_with_its_lines() -> None:
-    sampler, model = make()
-    first = await collect(sampler, "s", [job(1, b"LOT 1", 0.0)])
-    assert first[1]["status"] == "ok" and first[1]["lines"][0]["text"] == "LOT 1"
-    again = await collect(sampler, "s", [job(2, b"LOT 1", 1.0)])
-    assert again[2] | {} == {
+    s = Stream()
+    s.send(1, b"LOT 1")
+    await s.settle(1)
+    s.send(2, b"LOT 1")
+    await s.settle(2)
+    first = s.answer(1)
+    assert first["status"] == "ok" and first["lines"][0]["text"] == "LOT 1"
+    assert {k: v for k, v in s.answer(2).items() if k != "timing"} == {
         "type": "result",
         "frame_id": 2,
         "status": "skipped",
         "reason": "duplicate",
         "ref_frame_id": 1,
-        "lines": first[1]["lines"],
+        "lines": first["lines"],
     }
-    assert model.reads == [b"LOT 1"]
+    assert s.model.reads == [b"LOT 1"]
 
 
-async def test_changed_frame_is_read() -> None:
-    sampler, model = make()
-    await collect(sampler, "s", [job(1, b"LOT 1", 0.0)])
-    got = await collect(sampler, "s", [job(2, b"LOT 2", 1.0)])
-    assert got[2]["status"] == "ok" and model.reads == [b"LOT 1", b"LOT 2"]
+async def test_a_change_after_a_still_spell_is_read_on_the_frame_that_shows_it() -> None:
+    s = Stream(default_fps=1.0)  # a low rate: the change must not wait for it
+    s.send(1, b"LOT 1")
+    await s.settle(1)
+    for i in range(2, 6):
+        s.send(i, b"LOT 1")
+        await s.settle(i)
+    s.send(6, b"LOT 2")
+    await s.settle(6)
+    assert s.answer(6)["status"] == "ok" and s.model.reads == [b"LOT 1", b"LOT 2"]
 
 
-async def test_rate_cap_on_capture_time() -> None:
-    sampler, _ = make(default_fps=2.0)
-    frames = [job(i, f"T{i}".encode(), 100.0 + i / 30) for i in range(31)]  # 1 s of new content at 30 fps
-    got: dict[int, dict[str, Any]] = {}
-    for f in frames:
-        got |= await collect(sampler, "s", [f])
-    reads = [i for i, a in got.items() if a["status"] == "ok"]
-    assert reads == [0, 14, 28], reads  # every 0.5 s (10% early allowed)
-    assert all(got[i]["reason"] == "rate" for i in got if i not in reads)
-    assert got[5]["ref_frame_id"] == 0
+async def test_steady_change_is_held_to_the_rate_and_skipped_frames_are_not_decoded() -> None:
+    s = Stream(default_fps=10.0, burst=1.0)
+    for i in range(40):  # new content every frame, 200 frames/s for 0.2 s
+        s.send(i, f"T{i}".encode())
+        await asyncio.sleep(0.005)
+    await s.settle(40)
+    reads = [i for i in range(40) if s.answer(i)["status"] == "ok"]
+    assert 2 <= len(reads) <= 1 + 0.2 * 10 + 1, reads  # a burst of 1, then 10/s
+    rate = [i for i in range(40) if s.answer(i).get("reason") == "rate"]
+    assert rate, "frames waiting for a read token are answered `rate`"
+    # Only the frame that waits when tokens run out and the newest when one comes are decoded.
+    assert len(s.detector.decoded) <= 2 * len(reads) + 1, "frames answered `rate` are not decoded"
+    assert all(s.answer(i)["ref_frame_id"] > i for i in rate), "it names the newer frame that replaced it"
 
 
-async def test_duplicates_of_a_frame_being_read_get_its_lines_when_it_completes() -> None:
-    sampler, model = make()
-    model.gate.clear()
-    task = asyncio.create_task(
-        collect(sampler, "s", [job(1, b"A", 0.0), job(2, b"A", 0.1), job(3, b"A", 0.2)])
-    )
-    await asyncio.sleep(0.05)
-    model.gate.set()
-    got = await task
-    assert got[1]["status"] == "ok"
-    assert [got[i]["reason"] for i in (2, 3)] == ["duplicate", "duplicate"]
-    assert got[3]["lines"] == got[1]["lines"] and model.reads == [b"A"]
-
-
-async def test_latest_frame_wins_while_waiting() -> None:
-    sampler, model = make()
-    model.gate.clear()
-    first = asyncio.create_task(collect(sampler, "s", [job(1, b"A", 0.0)]))
+async def test_latest_frame_wins_while_a_read_is_in_flight() -> None:
+    s = Stream()
+    s.model.gate.clear()
+    s.send(1, b"A")
     await asyncio.sleep(0.02)
-    later = asyncio.create_task(
-        collect(sampler, "s", [job(2, b"B", 1.0), job(3, b"C", 2.0), job(4, b"D", 3.0)])
-    )
+    for i, content in enumerate((b"B", b"C", b"D"), start=2):
+        s.send(i, content)
+        await asyncio.sleep(0.02)
+    assert [s.answer(i)["reason"] for i in (2, 3)] == ["superseded", "superseded"]
+    s.model.gate.set()
+    await s.settle(4)
+    assert s.model.reads == [b"A", b"D"] and s.answer(4)["status"] == "ok"
+
+
+async def test_a_frame_like_the_one_being_read_waits_for_its_lines() -> None:
+    s = Stream()
+    s.model.gate.clear()
+    s.send(1, b"A")
     await asyncio.sleep(0.02)
-    model.gate.set()
-    got = (await first) | (await later)
-    assert got[2] == got[2] | {"reason": "superseded", "ref_frame_id": 3}
-    assert got[3] == got[3] | {"reason": "superseded", "ref_frame_id": 4}
-    assert got[4]["status"] == "ok" and model.reads == [b"A", b"D"]
+    s.send(2, b"A")
+    await asyncio.sleep(0.02)
+    assert 2 not in s.answers
+    s.model.gate.set()
+    await s.settle(2)
+    assert s.answer(2)["reason"] == "duplicate" and s.answer(2)["lines"] == s.answer(1)["lines"]
 
 
-async def test_fair_share_between_a_fast_and_a_slow_stream() -> None:
-    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1)
-
-    pending: list[asyncio.Task[Any]] = []
-
-    async def run(stream: str, n: int, period: float) -> None:
-        for i in range(n):
-            pending.append(
-                asyncio.create_task(collect(sampler, stream, [job(i, f"{stream}{i}".encode(), i * period)]))
-            )
-            await asyncio.sleep(period / 10)
-
-    async def slow_model(j: Job, demand: int) -> ReadReply:
-        model.reads.append(j.image)
-        await asyncio.sleep(0.01)
-        return ReadReply(lines=[])
-
-    sampler._read = slow_model
-    await asyncio.gather(run("fast", 100, 0.02), run("slow", 10, 0.2))
-    await asyncio.gather(*pending)
-    reads = Counter(r[:4].decode() for r in model.reads)
-    assert reads["slow"] >= 8 and reads["fast"] <= 3 * reads["slow"], reads
+async def test_a_failed_read_is_an_error_and_the_same_content_is_read_again() -> None:
+    s = Stream()
+    s.model.gate.clear()
+    s.model.reply = ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed")
+    s.send(1, b"A")
+    await asyncio.sleep(0.02)
+    s.send(2, b"A")  # a follower of the failing read
+    await asyncio.sleep(0.02)
+    s.model.gate.set()
+    await s.settle(2)
+    assert s.answer(1)["code"] == "internal" and s.answer(2)["code"] == "internal"
+    s.model.reply = None
+    s.send(3, b"A")
+    await s.settle(3)
+    assert s.answer(3)["status"] == "ok", "nothing to compare with: read, not called a duplicate"
 
 
-async def test_overloaded_when_no_read_slot_in_time() -> None:
-    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, admission_timeout_s=0.1)
-    model.gate.clear()
-    a = asyncio.create_task(collect(sampler, "a", [job(1, b"A", 0.0)]))
-    await asyncio.sleep(0.01)
-    b = await collect(sampler, "b", [job(2, b"B", 0.0)])
-    assert b[2]["reason"] == "overloaded"
-    model.gate.set()
-    assert (await a)[1]["status"] == "ok"
-
-
-async def test_one_retry_when_the_model_fails_then_internal() -> None:
-    sampler, model = make()
-    model.failures = 1
-    assert (await collect(sampler, "s", [job(1, b"A", 0.0)]))[1]["status"] == "ok"
-    model.failures = 2
-    got = await collect(sampler, "s", [job(2, b"B", 1.0)])
-    assert got[2]["code"] == "internal"
-    # nothing to compare with any more: the same content is read again, not called a duplicate
-    assert (await collect(sampler, "s", [job(3, b"B", 2.0)]))[3]["status"] == "ok"
+async def test_no_read_slot_in_time_is_overloaded_for_the_frame_and_its_followers() -> None:
+    s = Stream()
+    s.model.gate.clear()
+    s.model.reply = ReadReply(overloaded=True)
+    s.send(1, b"A")
+    await asyncio.sleep(0.02)
+    s.send(2, b"A")
+    await asyncio.sleep(0.02)
+    s.model.gate.set()
+    await s.settle(2)
+    assert [s.answer(i)["reason"] for i in (1, 2)] == ["overloaded", "overloaded"]
 
 
 async def test_bad_image_is_an_error_and_the_stream_goes_on() -> None:
-    sampler, _ = make()
-    got = await collect(sampler, "s", [job(1, b"bad", 0.0), job(2, b"A", 1.0)])
-    assert got[1]["code"] == "bad_image" and got[2]["status"] == "ok"
+    s = Stream()
+    s.send(1, b"bad")
+    await s.settle(1)
+    s.send(2, b"A")
+    await s.settle(2)
+    assert s.answer(1)["code"] == "bad_image" and s.answer(2)["status"] == "ok"
 
 
-async def test_oneshot_reads_even_repeats() -> None:
-    sampler, model = make()
-    for i in range(3):
-        await collect(sampler, f"http:{i}", [job(i, b"A", 0.0)], oneshot=True)
-        sampler.close(f"http:{i}")
-    assert model.reads == [b"A"] * 3 and sampler.stats["streams"] == 0
+async def test_still_content_is_read_again_after_refresh_s() -> None:
+    s = Stream(refresh_s=0.1)
+    s.send(1, b"A")
+    await s.settle(1)
+    s.send(2, b"A")
+    await s.settle(2)
+    await asyncio.sleep(0.15)
+    s.send(3, b"A")
+    await s.settle(3)
+    assert [s.answer(i)["status"] for i in (1, 2, 3)] == ["ok", "skipped", "ok"]
 
 
-async def test_idle_streams_are_dropped() -> None:
-    sampler, _ = make(stream_idle_timeout_s=1.0)
-    for i in range(1000):
-        await collect(sampler, f"cam-{i}", [job(1, b"A", 0.0)])
-    assert sampler.stats["streams"] == 1000
-    assert sampler.expire_idle(now=time.monotonic() + 2) == 1000 and sampler.stats["streams"] == 0
+class WantsOneRead:
+    """A stand-in tracker that asks for one more read after the first, then is content."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, bool]] = []
+
+    @property
+    def wants_read(self) -> bool:
+        return len([c for c in self.calls if c[0] == "read"]) == 1
+
+    def read(self, frame_id: int, ts: float, lines: list[Line], *, forced: bool) -> list[TextEvent]:
+        self.calls.append(("read", frame_id, forced))
+        if len(self.calls) == 1:
+            return []
+        return [TextEvent(event="appeared", track_id=1, text=lines[0].text, frame_id=frame_id)]
+
+    def same(self, frame_id: int, ts: float) -> list[TextEvent]:
+        self.calls.append(("same", frame_id, False))
+        return []
+
+    def skipped(self, frame_id: int, ts: float) -> list[TextEvent]:
+        self.calls.append(("skipped", frame_id, False))
+        return []
 
 
-async def test_configure_clamps_to_max_fps() -> None:
-    sampler, _ = make(default_fps=5.0, max_fps=10.0)
-    assert sampler.configure("s", 50.0) == 10.0 and sampler.configure("s", 2.0) == 2.0
+async def test_the_tracker_gets_one_forced_read_to_confirm_then_duplicates_again() -> None:
+    tracker = WantsOneRead()
+    s = Stream(tracker=tracker)
+    for i in range(1, 5):
+        s.send(i, b"SN-1")
+        await s.settle(i)
+    assert [s.answer(i)["status"] for i in range(1, 5)] == ["ok", "ok", "skipped", "skipped"]
+    assert tracker.calls[:2] == [("read", 1, False), ("read", 2, True)]
+    assert [e.event for e in s.events] == ["appeared"] and s.events[0].frame_id == 2
 
 
-def test_outcome_is_plain_data() -> None:
-    import pickle
-
-    from serve_app.protocol import ResultAnswer
-
-    o = Outcome(1, ResultAnswer(frame_id=1, status="ok", lines=[]))
-    assert pickle.loads(pickle.dumps(o)) == o
-
-
-@pytest.mark.parametrize("fps", [1.0, 5.0])
-async def test_clock_restart_does_not_stall_a_stream(fps: float) -> None:
-    sampler, _ = make(default_fps=fps)
-    await collect(sampler, "s", [job(1, b"A", 1000.0)])
-    got = await collect(sampler, "s", [job(2, b"B", 3.0)])  # the camera rebooted: its clock starts again
-    assert got[2]["status"] == "ok"
+async def test_a_region_of_interest_is_compared_and_read_and_a_new_one_reads_afresh() -> None:
+    s = Stream()
+    s.send(1, b"A")
+    await s.settle(1)
+    roi = Roi(0.1, 0.2, 0.5, 0.6)
+    s.sampler.set_roi(roi)
+    s.send(2, b"A")
+    await s.settle(2)
+    assert s.answer(2)["status"] == "ok", "a new region: nothing to compare with yet"
+    assert s.detector.rois[-1] == roi
 
 
-async def test_admission_window_backs_off_when_reads_queue_at_the_model() -> None:
-    sampler, _ = make(min_reads_in_flight=1, max_reads_in_flight=8)
-
-    async def model(j: Job, demand: int) -> ReadReply:
-        await asyncio.sleep(0.005)
-        return ReadReply(lines=[], ocr_ms=5.0, queue_ms=50.0 if queueing else 0.0)
-
-    sampler._read = model
-    queueing = False
-    await asyncio.gather(*(collect(sampler, f"s{i}", [job(i, b"A", 0.0)]) for i in range(60)))
-    grown = sampler.stats["window"]
-    assert grown > 2, "reads that start at once let the window grow"
-    queueing = True
-    await asyncio.gather(*(collect(sampler, f"t{i}", [job(i, b"A", 0.0)]) for i in range(60)))
-    assert sampler.stats["window"] < grown / 2, "reads that queue at the model shrink it"
-
-
-async def test_demand_reaches_the_model() -> None:
-    sampler, _ = make(min_reads_in_flight=1, max_reads_in_flight=1)
-    seen: list[int] = []
-
-    async def model(j: Job, demand: int) -> ReadReply:
-        seen.append(demand)
-        await asyncio.sleep(0.01)
-        return ReadReply(lines=[])
-
-    sampler._read = model
-    await asyncio.gather(*(collect(sampler, f"s{i}", [job(i, b"A", 0.0)]) for i in range(5)))
-    assert max(seen) >= 4, "in flight plus the streams waiting"
-
-
-async def test_frames_inside_the_rate_gate_are_not_decoded() -> None:
-    sampler, _ = make(default_fps=5.0)
-    decoded: list[bytes] = []
-    detector = sampler._detector
-    original = detector.fingerprint
-
-    def counting(data: bytes, max_pixels: int) -> bytes:
-        decoded.append(data)
-        return original(data, max_pixels)
-
-    detector.fingerprint = counting  # type: ignore[method-assign]
-    for i in range(30):  # one second of a 30 fps camera on a still scene
-        await collect(sampler, "s", [job(i, b"SAME", i / 30)])
-    assert len(decoded) <= 6, "only frames at the 5 fps gate are decoded and compared"
-
-
-async def test_fair_share_under_a_burst_with_deadlines() -> None:
-    """30 streams of new content at 4 fps, capacity ~10 reads/s: reads spread evenly (Jain >= 0.9)."""
-    sampler, _ = make(min_reads_in_flight=1, max_reads_in_flight=1, admission_timeout_s=0.3)
-    reads: Counter[str] = Counter()
-
-    async def model(j: Job, demand: int) -> ReadReply:
-        reads[j.image.decode().split(":")[0]] += 1
-        await asyncio.sleep(0.1)
-        return ReadReply(lines=[], ocr_ms=100.0)
-
-    sampler._read = model
-
-    async def stream(k: int) -> None:
-        tasks = []
-        for i in range(40):
-            tasks.append(
-                asyncio.create_task(collect(sampler, f"s{k}", [job(i, f"s{k}:{i}".encode(), i / 4)]))
-            )
-            await asyncio.sleep(0.25)
-        await asyncio.gather(*tasks)
-
-    await asyncio.gather(*(stream(k) for k in range(30)))
-    counts = [reads[f"s{k}"] for k in range(30)]
-    jain = sum(counts) ** 2 / (len(counts) * sum(c * c for c in counts))
-    assert jain >= 0.9, (jain, counts)
-
-
-async def record(sampler: Sampler, stream: str, jobs: list[Job], log: list[tuple[int, str]]) -> None:
-    """One submit call's answers and notices, in order, as (frame_id, status/reason/notice); no claims."""
-    by_seq = {j.seq: j.frame_id for j in jobs}
-    async for outcomes in sampler.submit(stream, jobs):
-        for o in outcomes:
-            if o.answer is None:
-                log.append((by_seq[o.seq], str(o.notice)))
-            else:
-                answer = o.answer.model_dump(mode="json", exclude_none=True)
-                log.append((by_seq[o.seq], answer.get("reason") or answer["status"]))
-
-
-async def granted_slot(**config: Any) -> tuple[Sampler, StandInModel, list[tuple[int, str]], list[Any]]:
-    """Stream s: frame 1 reads, frame 2 waits (announced), frame 1 completes: 2's slot is granted."""
-    sampler, model = make(min_reads_in_flight=1, max_reads_in_flight=1, **config)
-    model.gate.clear()
-    log: list[tuple[int, str]] = []
-    calls = [asyncio.create_task(record(sampler, "s", [job(1, b"A", 0.0)], log))]
-    await asyncio.sleep(0.02)
-    calls.append(asyncio.create_task(record(sampler, "s", [job(2, b"B", 1.0)], log)))
-    await asyncio.sleep(0.02)
-    assert log == [(2, "waiting")], "frame 2 waits for the slot frame 1 reads in"
-    model.gate.set()
-    await asyncio.sleep(0.02)
-    assert log[-2:] == [(1, "ok"), (2, "granted")]
-    return sampler, model, log, calls
-
-
-async def test_a_waiting_frame_is_announced_and_its_slot_goes_to_the_newest_frame_claimed() -> None:
-    """The ingress holds newer frames while one waits; on the grant it hands over the newest."""
-    sampler, model, log, calls = await granted_slot()
-    claimed = await claim(sampler, "s", [job(3, b"C", 2.0), job(4, b"D", 3.0)])
-    await asyncio.gather(*calls)
-    assert log[-1] == (2, "superseded")
-    assert claimed[3]["reason"] == "superseded" and claimed[4]["status"] == "ok"
-    assert model.reads == [b"A", b"D"], "the granted slot read the newest frame, at once"
-
-
-async def test_a_granted_slot_reads_the_waiting_frame_when_no_claim_comes() -> None:
-    _, model, log, calls = await granted_slot(claim_timeout_s=0.05)
-    await asyncio.wait_for(asyncio.gather(*calls), 2)
-    assert log == [(2, "waiting"), (1, "ok"), (2, "granted"), (2, "ok")]
-    assert model.reads == [b"A", b"B"]
-
-
-async def test_closing_a_stream_frees_the_slot_held_for_its_claim() -> None:
-    sampler, _, log, calls = await granted_slot(claim_timeout_s=30.0)
-    sampler.close("s")
-    other = await asyncio.wait_for(collect(sampler, "t", [job(1, b"T", 0.0)]), 2)
-    await asyncio.gather(*calls)
-    assert log[-1] == (2, "superseded") and other[1]["status"] == "ok", "the held slot went to stream t"
+async def test_at_a_low_rate_a_change_is_answered_rate_at_once_not_held_for_a_token() -> None:
+    s = Stream(default_fps=0.01, burst=1.0)  # one read per 100 s
+    s.send(1, b"A")
+    await s.settle(1)
+    s.send(2, b"B")
+    await s.settle(2, timeout=1.0)
+    assert (s.answer(2)["reason"], s.answer(2)["ref_frame_id"]) == ("rate", 1)

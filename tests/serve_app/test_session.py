@@ -6,58 +6,72 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.config import IngressConfig, LimitsConfig, SecurityConfig
-from serve_app.jobs import Job, Notice, Outcome
-from serve_app.protocol import ResultAnswer, SkipReason, encode_binary_frame
+from serve_app.config import IngressConfig, LimitsConfig, SamplerConfig, SecurityConfig
+from serve_app.jobs import Job, ReadReply
+from serve_app.protocol import Line, Roi, TextEvent, encode_binary_frame
+from serve_app.sampling import AnswerFn, EventFn, StreamSampler
 from serve_app.security import ConnectionLimiter, Principal, TenantLimits
-from serve_app.session import LoadShedder, StreamSession
+from serve_app.session import ByteBudget, LoadShedder, StreamSession
+from tests.serve_app.test_sampling import StandInDetector
 
 
 def png(width: int = 32, height: int = 16) -> bytes:
+    """A black PNG: frames of other sizes are other content to the stand-in detector."""
     buf = io.BytesIO()
     Image.fromarray(np.zeros((height, width), np.uint8)).save(buf, "PNG")
     return buf.getvalue()
 
 
-class StandInSampler:
-    """Answers every frame `ok` after ``delay``; can fail the first ``failures`` calls."""
+class StandInModel:
+    """Reads every frame after ``delay`` (no text)."""
 
-    def __init__(self, delay: float = 0.0, failures: int = 0) -> None:
-        self.calls: list[list[int]] = []
+    def __init__(self, delay: float = 0.0) -> None:
+        self.reads: list[int] = []
         self.delay = delay
-        self.failures = failures
 
-    async def submit(self, jobs: list[Job], claim: bool = False) -> AsyncIterator[list[Outcome]]:
-        self.calls.append([j.frame_id for j in jobs])
-        yield []
+    async def __call__(self, job: Job, roi: Roi | None) -> ReadReply:
+        self.reads.append(job.frame_id)
         await asyncio.sleep(self.delay)
-        if self.failures:
-            self.failures -= 1
-            raise RuntimeError("sampler replica died")
-        yield [Outcome(j.seq, ResultAnswer(frame_id=j.frame_id, status="ok", lines=[])) for j in jobs]
+        return ReadReply(
+            lines=[Line(text=f"F{job.frame_id}", score=0.9, box=[[0, 0], [9, 0], [9, 9], [0, 9]])]
+        )
+
+
+def sampler_for(model: StandInModel, **config: Any) -> Any:
+    def make(answer: AnswerFn, emit: EventFn) -> StreamSampler:
+        settings = SamplerConfig(**{"default_fps": 30.0, **config})
+        detector = StandInDetector()
+        return StreamSampler(
+            settings, detector=detector, read=model, answer=answer, emit=emit, max_pixels=10**8
+        )
+
+    return make
+
+
+class Sent(list[dict[str, Any]]):
+    async def __call__(self, text: str) -> None:
+        self.append(json.loads(text))
+
+    def answers(self) -> list[dict[str, Any]]:
+        return [m for m in self if m["type"] in ("result", "error")]
+
+
+def session_for(model: StandInModel, sent: Sent, **kw: Any) -> StreamSession:
+    config = kw.pop("config", IngressConfig())
+    return StreamSession("s", config, sampler=sampler_for(model), send=sent, **kw)
 
 
 async def run_session(
-    messages: list[bytes | str], sampler: StandInSampler, *, wait: float = 0.3, **config: Any
-) -> tuple[list[dict[str, Any]], list[int | None]]:
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    async def configure(fps: float) -> float:
-        return min(fps, 30.0)
-
-    session = StreamSession(
-        "s", IngressConfig(**config), submit=sampler.submit, configure=configure, send=send
-    )
+    messages: list[bytes | str], model: StandInModel, *, wait: float = 0.3, **config: Any
+) -> tuple[Sent, list[int | None]]:
+    sent = Sent()
+    session = session_for(model, sent, config=IngressConfig(**config))
     writer = asyncio.create_task(session.run())
     codes = [session.receive(m) for m in messages]
     await asyncio.sleep(wait)
@@ -66,53 +80,21 @@ async def run_session(
     return sent, codes
 
 
-async def test_every_frame_answered_once_and_batched() -> None:
-    sampler = StandInSampler(delay=0.01)
-    sent, _ = await run_session([encode_binary_frame(i, png()) for i in range(20)], sampler)
-    assert sorted(a["frame_id"] for a in sent) == list(range(20))
-    assert len(sampler.calls) < 20, "frames that arrive together cross in one call"
+async def test_every_frame_answered_once() -> None:
+    model = StandInModel(delay=0.01)
+    sent, _ = await run_session([encode_binary_frame(i, png(8 + i)) for i in range(20)], model)
+    assert sorted(a["frame_id"] for a in sent.answers()) == list(range(20))
+    assert 1 <= len(model.reads) < 20, "frames that arrive while one is read are not all read"
 
 
 async def test_timing_total_ms_on_every_result() -> None:
-    sent, _ = await run_session([encode_binary_frame(1, png())], StandInSampler())
+    sent, _ = await run_session([encode_binary_frame(1, png())], StandInModel())
     assert sent[0]["timing"]["total_ms"] >= 0
 
 
-async def test_sampler_failure_is_retried_once() -> None:
-    sent, _ = await run_session([encode_binary_frame(1, png())], StandInSampler(failures=1))
-    assert [(a["frame_id"], a["status"]) for a in sent] == [(1, "ok")]
-
-
-async def test_sampler_failing_twice_answers_internal() -> None:
-    sent, _ = await run_session([encode_binary_frame(1, png())], StandInSampler(failures=2))
-    assert [(a["frame_id"], a["code"]) for a in sent] == [(1, "internal")]
-
-
-async def test_oldest_pending_frames_superseded_when_over_the_bound() -> None:
-    sampler = StandInSampler(delay=0.2)
-    sent, _ = await run_session(
-        [encode_binary_frame(i, png()) for i in range(10)], sampler, wait=0.8, max_pending_frames=2
-    )
-    by_id = {a["frame_id"]: a for a in sent}
-    assert sorted(by_id) == list(range(10))
-    superseded = [i for i, a in by_id.items() if a.get("reason") == "superseded"]
-    assert superseded and all(by_id[i]["ref_frame_id"] > i for i in superseded)
-
-
 async def test_deadline_answers_overloaded() -> None:
-    sampler = StandInSampler(delay=5.0)
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    session = StreamSession(
-        "s",
-        IngressConfig(frame_deadline_s=0.1),
-        submit=sampler.submit,
-        configure=None,
-        send=send,  # type: ignore[arg-type]
-    )
+    sent = Sent()
+    session = session_for(StandInModel(delay=5.0), sent, config=IngressConfig(frame_deadline_s=0.1))
     writer = asyncio.create_task(session.run())
     session.receive(encode_binary_frame(1, png()))
     await asyncio.sleep(0.05)
@@ -125,43 +107,78 @@ async def test_deadline_answers_overloaded() -> None:
     assert [(a["frame_id"], a.get("reason")) for a in sent] == [(1, "overloaded")]
 
 
-async def test_errors_do_not_reach_the_sampler() -> None:
-    sampler = StandInSampler()
-    sent, codes = await run_session(["{bad", encode_binary_frame(2, b"junk")], sampler)
+async def test_errors_are_not_read() -> None:
+    model = StandInModel()
+    sent, codes = await run_session(["{bad", encode_binary_frame(2, b"junk")], model)
     assert [(a["frame_id"], a["code"]) for a in sent] == [(None, "bad_message"), (2, "bad_image")]
-    assert sampler.calls == [] and codes == [None, None]
+    assert model.reads == [] and codes == [None, None]
 
 
 async def test_hard_limit_closes_1009() -> None:
     _, codes = await run_session(
-        [b"\0" * 2048], StandInSampler(), max_message_bytes=1024, hard_max_message_bytes=1024
+        [b"\0" * 2048], StandInModel(), max_message_bytes=1024, hard_max_message_bytes=1024
     )
     assert codes == [1009]
 
 
 async def test_ping_and_config() -> None:
-    sent, _ = await run_session(['{"type": "ping"}', '{"type": "config", "fps": 99}'], StandInSampler())
+    sent, _ = await run_session(['{"type": "ping"}', '{"type": "config", "fps": 99}'], StandInModel())
     assert sent[0]["type"] == "pong" and sent[1] == {"type": "config", "fps": 30.0}
+
+
+async def test_config_sets_a_region_of_interest_and_clears_it() -> None:
+    sent, _ = await run_session(
+        ['{"type": "config", "roi": [0.1, 0.2, 0.5, 0.6]}', '{"type": "config", "roi": null}'], StandInModel()
+    )
+    assert sent == [
+        {"type": "config", "fps": 30.0, "roi": [0.1, 0.2, 0.5, 0.6]},
+        {"type": "config", "fps": 30.0},
+    ]
+
+
+class OneEventTracker:
+    """A stand-in tracker: every read announces its first line."""
+
+    wants_read = False
+
+    def read(self, frame_id: int, ts: float, lines: list[Line], *, forced: bool) -> list[TextEvent]:
+        return [TextEvent(event="appeared", track_id=frame_id, text=lines[0].text, frame_id=frame_id)]
+
+    def same(self, frame_id: int, ts: float) -> list[TextEvent]:
+        return []
+
+    def skipped(self, frame_id: int, ts: float) -> list[TextEvent]:
+        return []
+
+
+async def test_events_asked_for_by_config_follow_the_answer_that_confirmed_them() -> None:
+    model, sent = StandInModel(), Sent()
+    session = session_for(model, sent, tracker=OneEventTracker)
+    writer = asyncio.create_task(session.run())
+    session.receive(encode_binary_frame(1, png(8)))
+    await asyncio.sleep(0.05)
+    session.receive('{"type": "config", "events": true}')
+    session.receive(encode_binary_frame(2, png(9)))
+    await asyncio.sleep(0.05)
+    writer.cancel()
+    await session.close()
+    assert [(m["type"], m.get("frame_id")) for m in sent] == [
+        ("result", 1),
+        ("config", None),
+        ("result", 2),
+        ("text", 2),
+    ], "no events before they were asked for; an event after the answer that confirmed it"
+    assert sent[1] == {"type": "config", "fps": 30.0, "events": True}
 
 
 async def test_rate_limit_then_close_1008() -> None:
     limits = LimitsConfig(frames_per_s=1, frames_burst=2, violations_before_close=3)
     lease = ConnectionLimiter(limits).acquire(Principal("t", TenantLimits.from_config(limits)))
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    session = StreamSession(
-        "s",
-        IngressConfig(security=SecurityConfig(limits=limits)),
-        submit=StandInSampler().submit,
-        configure=None,  # type: ignore[arg-type]
-        send=send,
-        quota=lease.quota,
-    )
+    sent = Sent()
+    config = IngressConfig(security=SecurityConfig(limits=limits))
+    session = session_for(StandInModel(), sent, config=config, quota=lease.quota)
     writer = asyncio.create_task(session.run())
-    codes = [session.receive(encode_binary_frame(i, png())) for i in range(6)]
+    codes = [session.receive(encode_binary_frame(i, png(8 + i))) for i in range(6)]
     await asyncio.sleep(0.1)
     writer.cancel()
     await session.close()
@@ -173,24 +190,12 @@ async def test_rate_limit_then_close_1008() -> None:
 
 
 async def test_held_bytes_are_bounded_across_connections() -> None:
-    from serve_app.session import ByteBudget
-
     budget = ByteBudget(3 * len(png()))
-    sampler = StandInSampler(delay=0.3)
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    sessions = [
-        StreamSession(
-            f"s{k}", IngressConfig(), submit=sampler.submit, configure=None, send=send, budget=budget
-        )  # type: ignore[arg-type]
-        for k in range(2)
-    ]
+    model, sent = StandInModel(delay=0.3), Sent()
+    sessions = [session_for(model, sent, budget=budget) for _ in range(4)]
     writers = [asyncio.create_task(s.run()) for s in sessions]
     for i in range(4):
-        sessions[i % 2].receive(encode_binary_frame(i, png()))
+        sessions[i].receive(encode_binary_frame(i, png()))
     assert budget.held == 3 * len(png())
     await asyncio.sleep(0.5)
     for w in writers:
@@ -203,74 +208,14 @@ async def test_held_bytes_are_bounded_across_connections() -> None:
 
 
 async def test_drain_answers_every_open_frame_before_returning() -> None:
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    session = StreamSession(
-        "s", IngressConfig(), submit=StandInSampler(delay=5).submit, configure=None, send=send
-    )  # type: ignore[arg-type]
+    sent = Sent()
+    session = session_for(StandInModel(delay=5), sent)
     writer = asyncio.create_task(session.run())
     session.receive(encode_binary_frame(1, png()))
     await session.drain(0.1)
     writer.cancel()
     await session.close()
     assert [(a["frame_id"], a["code"]) for a in sent] == [(1, "internal")], "answered before the close"
-
-
-class ParkingSampler:
-    """Parks the first call's last frame (``WAITING``), grants its slot when ``grant`` is set, reads
-    what the claim brings and answers the parked frame ``superseded`` by it, as the sampler does."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[int], bool]] = []
-        self.grant = asyncio.Event()
-        self.claimed: asyncio.Future[list[Job]] = asyncio.get_running_loop().create_future()
-
-    async def submit(self, jobs: list[Job], claim: bool = False) -> AsyncIterator[list[Outcome]]:
-        self.calls.append(([j.frame_id for j in jobs], claim))
-        if claim:
-            self.claimed.set_result(jobs)
-            yield [Outcome(j.seq, ResultAnswer(frame_id=j.frame_id, status="ok", lines=[])) for j in jobs]
-            return
-        parked = jobs[-1]
-        yield [Outcome(parked.seq, notice=Notice.WAITING)]
-        await self.grant.wait()
-        yield [Outcome(parked.seq, notice=Notice.GRANTED)]
-        newest = (await self.claimed)[-1].frame_id
-        answer = ResultAnswer(
-            frame_id=parked.frame_id, status="skipped", reason=SkipReason.SUPERSEDED, ref_frame_id=newest
-        )
-        yield [Outcome(parked.seq, answer)]
-
-
-async def test_frames_wait_here_while_one_waits_for_a_slot_and_the_newest_is_claimed() -> None:
-    sampler = ParkingSampler()
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    session = StreamSession("s", IngressConfig(), submit=sampler.submit, configure=None, send=send)
-    writer = asyncio.create_task(session.run())
-    session.receive(encode_binary_frame(0, png()))
-    await asyncio.sleep(0.05)
-    for i in range(1, 6):
-        session.receive(encode_binary_frame(i, png()))
-    await asyncio.sleep(0.05)
-    assert sampler.calls == [([0], False)], "nothing crosses while frame 0 waits at the sampler"
-    assert [(a["frame_id"], a["reason"], a["ref_frame_id"]) for a in sent] == [
-        (i, "superseded", i + 1) for i in range(1, 5)
-    ], "the frames held here are superseded here, each by the next"
-    sampler.grant.set()
-    await asyncio.sleep(0.05)
-    assert sampler.calls == [([0], False), ([5], True)], "the grant is answered with the newest frame"
-    by_id = {a["frame_id"]: a for a in sent}
-    assert len(sent) == 6 and sorted(by_id) == list(range(6)), "exactly one answer per frame"
-    assert by_id[0]["ref_frame_id"] == 5 and by_id[5]["status"] == "ok"
-    writer.cancel()
-    await session.close()
 
 
 def test_load_shedder_follows_the_event_loop_lag() -> None:
@@ -287,26 +232,17 @@ def test_load_shedder_follows_the_event_loop_lag() -> None:
     assert shedder.share == pytest.approx(0.0) and not shedder.shed()
 
 
-async def test_shed_frames_are_answered_overloaded_at_once_without_a_sampler_call() -> None:
+async def test_shed_frames_are_answered_overloaded_at_once_without_a_read() -> None:
     shedder = LoadShedder(0.1, chance=lambda: 0.0)
     shedder.observe(1.0)
-    sampler = StandInSampler()
-    sent: list[dict[str, Any]] = []
-
-    async def send(text: str) -> None:
-        sent.append(json.loads(text))
-
-    session = StreamSession(
-        "s", IngressConfig(), submit=sampler.submit, configure=None, send=send, shedder=shedder
-    )
+    model, sent = StandInModel(), Sent()
+    session = session_for(model, sent, shedder=shedder)
     writer = asyncio.create_task(session.run())
     for i in range(5):
-        session.receive(encode_binary_frame(i, png()))
+        session.receive(encode_binary_frame(i, png(8 + i)))
     session.receive('{"type": "ping"}')
     await asyncio.sleep(0.05)
-    assert [(a["frame_id"], a["reason"]) for a in sent if a["type"] == "result"] == [
-        (i, "overloaded") for i in range(5)
-    ]
-    assert sampler.calls == [] and sent[-1]["type"] == "pong", "pings are never shed"
+    assert [(a["frame_id"], a["reason"]) for a in sent.answers()] == [(i, "overloaded") for i in range(5)]
+    assert model.reads == [] and sent[-1]["type"] == "pong", "pings are never shed"
     writer.cancel()
     await session.close()

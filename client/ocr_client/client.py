@@ -4,6 +4,7 @@ Every frame sent yields exactly one item from ``results()``: the server's ``resu
 ``error``, or a local ``error`` (code ``internal``) when none could be had. A dropped
 connection is reopened with jittered exponential backoff under the same ``stream_id``;
 each frame then unanswered is re-sent once, and reported failed if that connection drops too.
+With ``events=True`` the stream asks for text events, which ``events()`` yields.
 """
 
 from __future__ import annotations
@@ -18,23 +19,26 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from serve_app.protocol import (
+from ocr_client.protocol import (
     WS_1008_POLICY_VIOLATION,
     ErrorAnswer,
     ErrorCode,
     PongAnswer,
     ProtocolError,
     ResultAnswer,
+    TextEvent,
     encode_binary_frame,
     parse_server_message,
 )
 
 Answer = ResultAnswer | ErrorAnswer
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -50,16 +54,29 @@ class AuthRejected(OCRClientError):
     """The server refused the token: HTTP 401/403 on the handshake, or close 1008."""
 
 
-def stream_url(url: str) -> str:
-    """``ws(s)://`` URL of the stream endpoint from a ws(s):// or http(s):// URL or base URL."""
+_ENDPOINTS = ("/v1/stream", "/v1/ocr")
+
+
+def _endpoint_url(url: str, endpoint: str, websocket: bool) -> str:
     parts = urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
+    secure = parts.scheme in ("https", "wss")
+    if parts.scheme not in ("http", "https", "ws", "wss"):
         raise ValueError(f"expected a ws://, wss://, http:// or https:// URL, got {url!r}")
     path = parts.path.rstrip("/")
-    if not path.endswith("/v1/stream"):
-        path += "/v1/stream"  # a base URL, possibly under a route prefix
-    return urlunsplit((scheme, parts.netloc, path, "", ""))
+    for known in _ENDPOINTS:  # a base URL, possibly under a route prefix, or an endpoint's URL
+        path = path.removesuffix(known)
+    scheme = ("wss" if secure else "ws") if websocket else ("https" if secure else "http")
+    return urlunsplit((scheme, parts.netloc, path + endpoint, "", ""))
+
+
+def stream_url(url: str) -> str:
+    """``ws(s)://`` URL of the stream endpoint from a ws(s):// or http(s):// URL or base URL."""
+    return _endpoint_url(url, "/v1/stream", websocket=True)
+
+
+def ocr_url(url: str) -> str:
+    """``http(s)://`` URL of ``POST /v1/ocr`` (one image) from the same URLs as :func:`stream_url`."""
+    return _endpoint_url(url, "/v1/ocr", websocket=False)
 
 
 def _lost(frame_id: int, why: str) -> ErrorAnswer:
@@ -86,10 +103,11 @@ class OCRStreamClient:
         backoff_base: float = 0.25,
         backoff_max: float = 8.0,
         open_timeout: float = 10.0,
+        events: bool = False,
     ) -> None:
         self.stream_id = stream_id or uuid.uuid4().hex
         query = {"stream_id": self.stream_id} | ({"fps": str(fps)} if fps is not None else {})
-        self.url = f"{stream_url(url)}?{urlencode(query)}"
+        self.url = f"{stream_url(url)}?{urlencode(query | ({'events': '1'} if events else {}))}"
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._max_retries, self._backoff = max_retries, (backoff_base, backoff_max)
         self._open_timeout = open_timeout
@@ -98,6 +116,10 @@ class OCRStreamClient:
         self._drained = asyncio.Event()
         self._pongs: deque[asyncio.Future[PongAnswer]] = deque()
         self._results: asyncio.Queue[Answer | OCRClientError | None] = asyncio.Queue()
+        # Queued only when asked for: a client that never reads events() keeps none.
+        self._events: asyncio.Queue[TextEvent | OCRClientError | None] | None = (
+            asyncio.Queue() if events else None
+        )
         self._send_lock = asyncio.Lock()
         self._next_id = 0
         self._ws: ClientConnection | None = None
@@ -147,11 +169,15 @@ class OCRStreamClient:
 
     async def results(self) -> AsyncIterator[Answer]:
         """One answer per frame sent; ends after :meth:`close`, raises if the client failed."""
-        while (item := await self._results.get()) is not None and not isinstance(item, OCRClientError):
-            yield item
-        self._results.put_nowait(item)  # for any later call
-        if item is not None:
-            raise item
+        async for answer in _until_end(self._results):
+            yield answer
+
+    async def events(self) -> AsyncIterator[TextEvent]:
+        """The stream's text events in the order sent (needs ``events=True``); ends as :meth:`results`."""
+        if self._events is None:
+            raise OCRClientError("text events were not asked for: OCRStreamClient(..., events=True)")
+        async for event in _until_end(self._events):
+            yield event
 
     async def close(self, timeout: float = 30.0) -> None:
         """Wait up to ``timeout`` s for unanswered frames (then fail them) and disconnect."""
@@ -159,6 +185,11 @@ class OCRStreamClient:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), timeout)
+        if self._events is not None and self._ws is not None and self._drained.is_set() and timeout > 0:
+            # The server answers a ping after the messages it queued before it: once the pong
+            # is in, so are the events that the last answers confirmed.
+            with contextlib.suppress(OCRClientError, TimeoutError):
+                await self.ping(timeout=min(timeout, 5.0))
         if self._runner is not None:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
@@ -215,6 +246,8 @@ class OCRStreamClient:
             return
         if isinstance(msg, PongAnswer) and self._pongs:
             self._pongs.popleft().set_result(msg)
+        elif isinstance(msg, TextEvent) and self._events is not None:
+            self._events.put_nowait(msg)
         elif isinstance(msg, ResultAnswer | ErrorAnswer) and msg.frame_id in self._pending:
             self._answer(msg.frame_id, msg)
 
@@ -258,3 +291,14 @@ class OCRStreamClient:
             self._answer(frame_id, _lost(frame_id, str(error) if error else "the client closed"))
         self._fail_pongs()
         self._results.put_nowait(error)
+        if self._events is not None:
+            self._events.put_nowait(error)
+
+
+async def _until_end(queue: asyncio.Queue[T | OCRClientError | None]) -> AsyncIterator[T]:
+    """The items of ``queue`` up to its end mark: None (closed) or the client's error (raised)."""
+    while (item := await queue.get()) is not None and not isinstance(item, OCRClientError):
+        yield item
+    queue.put_nowait(item)  # for any later call
+    if item is not None:
+        raise item

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from serve_app.protocol import (
+import ocr_client.protocol
+import serve_app.protocol
+from ocr_client.protocol import (
     MAX_FRAME_ID,
     ConfigAnswer,
     ConfigRequest,
@@ -20,12 +22,16 @@ from serve_app.protocol import (
     PongAnswer,
     ProtocolError,
     ResultAnswer,
+    Roi,
     SkipReason,
+    TextEvent,
     Timing,
     encode_binary_frame,
     encode_text_frame,
     parse_binary,
+    parse_flag,
     parse_fps,
+    parse_roi,
     parse_server_message,
     parse_text,
     validate_stream_id,
@@ -188,6 +194,86 @@ def test_server_messages_roundtrip() -> None:
         assert parse_server_message(answer.encode()) == answer
 
 
-def test_protocol_module_imports_no_ray() -> None:
-    code = "import sys, serve_app.protocol; sys.exit(any(m.split('.')[0] == 'ray' for m in sys.modules))"
+def test_config_sets_events_and_roi() -> None:
+    assert parse_text('{"type": "config", "events": true}') == ConfigRequest(events=True)
+    assert parse_text('{"type": "config", "events": "0"}') == ConfigRequest(events=False)
+    assert parse_text('{"type": "config", "roi": [0, 0.5, 1, 1]}') == ConfigRequest(roi=Roi(0, 0.5, 1, 1))
+    assert parse_text('{"type": "config", "roi": null}') == ConfigRequest(clear_roi=True)
+
+
+@pytest.mark.parametrize("config", [{}, {"events": "maybe"}, {"events": 1.5}, {"roi": [0, 0, 1]}])
+def test_config_rejects_bad_events_and_roi(config: dict[str, object]) -> None:
+    assert error_of(parse_text, json.dumps({"type": "config", **config})).code is ErrorCode.BAD_MESSAGE
+
+
+@pytest.mark.parametrize("value", ["1", "true", "on", True])
+def test_parse_flag_true(value: object) -> None:
+    assert parse_flag(value, "events") is True
+
+
+@pytest.mark.parametrize("value", ["0", "false", "off", False])
+def test_parse_flag_false(value: object) -> None:
+    assert parse_flag(value, "events") is False
+
+
+def test_parse_roi_from_json_and_query_string() -> None:
+    assert parse_roi([0.1, 0.2, 0.9, 0.8]) == parse_roi("0.1,0.2,0.9,0.8") == Roi(0.1, 0.2, 0.9, 0.8)
+    assert Roi(0.5, 0.5, 1.0, 1.0).pixels(640, 480) == (320, 240, 640, 480)
+
+
+@pytest.mark.parametrize(
+    "roi", ["0,0,1", [0.5, 0, 0.5, 1], [0, 0, 1.5, 1], [-0.1, 0, 1, 1], "a,b,c,d", [True, 0, 1, 1]]
+)
+def test_parse_roi_rejects(roi: object) -> None:
+    assert error_of(parse_roi, roi).code is ErrorCode.BAD_MESSAGE
+
+
+# The three examples of the contract's "Text events (v1 extension)" section, as sent.
+EVENT_EXAMPLES = [
+    {"type": "text", "event": "appeared", "track_id": 7, "text": "SN-48213", "score": 0.97,
+     "box": [[10, 12], [200, 12], [200, 40], [10, 40]], "frame_id": 120, "first_frame_id": 118},
+    {"type": "text", "event": "changed", "track_id": 7, "text": "SN-48214", "previous": "SN-48213",
+     "score": 0.95, "box": [[11, 12], [201, 12], [201, 40], [11, 40]],
+     "frame_id": 260, "first_frame_id": 257},
+    {"type": "text", "event": "gone", "track_id": 7, "text": "SN-48214",
+     "frame_id": 410, "last_frame_id": 390},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("example", EVENT_EXAMPLES, ids=lambda e: e["event"])
+def test_text_events_roundtrip_the_contract_examples(example: dict[str, object]) -> None:
+    event = parse_server_message(json.dumps(example))
+    assert isinstance(event, TextEvent)
+    assert json.loads(event.encode()) == example
+
+
+def test_a_text_event_with_an_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_server_message(json.dumps({**EVENT_EXAMPLES[0], "event": "moved"}))
+
+
+def test_config_answer_carries_events_only_once_asked() -> None:
+    assert json.loads(ConfigAnswer(fps=5.0).encode()) == {"type": "config", "fps": 5.0}
+    answer = ConfigAnswer(fps=5.0, events=True)
+    assert json.loads(answer.encode()) == {"type": "config", "fps": 5.0, "events": True}
+
+
+def test_the_service_uses_the_client_packages_protocol() -> None:
+    """One copy: serve_app.protocol re-exports every class, function and constant of ocr_client.protocol."""
+    client, service = vars(ocr_client.protocol), vars(serve_app.protocol)
+    for name in serve_app.protocol.__all__:
+        assert service[name] is client[name], name
+    defined = {
+        name
+        for name, value in client.items()
+        if not name.startswith("_")
+        and (name.isupper() or getattr(value, "__module__", None) == ocr_client.protocol.__name__)
+    }
+    assert defined <= set(serve_app.protocol.__all__)
+
+
+@pytest.mark.parametrize("module", ["ocr_client.protocol", "serve_app.protocol", "ocr_client.cli"])
+def test_protocol_and_client_import_no_ray(module: str) -> None:
+    heavy = "('ray', 'paddleocr', 'paddle', 'cv2')"
+    code = f"import sys, {module}; sys.exit(any(m.split('.')[0] in {heavy} for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -13,8 +13,16 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from serve_app.client import Answer, AuthRejected, ConnectionRefused, OCRStreamClient, stream_url
-from serve_app.protocol import (
+from ocr_client.client import (
+    Answer,
+    AuthRejected,
+    ConnectionRefused,
+    OCRClientError,
+    OCRStreamClient,
+    ocr_url,
+    stream_url,
+)
+from ocr_client.protocol import (
     WS_1008_POLICY_VIOLATION,
     ErrorAnswer,
     Frame,
@@ -22,6 +30,7 @@ from serve_app.protocol import (
     PingRequest,
     PongAnswer,
     ResultAnswer,
+    TextEvent,
     parse_binary,
     parse_text,
 )
@@ -71,6 +80,12 @@ async def test_stream_url_accepts_http_base_urls() -> None:
     assert stream_url("ws://h:1/v1/stream") == "ws://h:1/v1/stream"
     with pytest.raises(ValueError):
         stream_url("ftp://h/")
+
+
+async def test_ocr_url_from_the_same_urls() -> None:
+    assert ocr_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1/ocr"
+    assert ocr_url("wss://ocr.example/prefix/v1/stream") == "https://ocr.example/prefix/v1/ocr"
+    assert stream_url("http://h:1/prefix/v1/ocr") == "ws://h:1/prefix/v1/stream"
 
 
 async def test_answers_are_matched_by_frame_id_when_out_of_order() -> None:
@@ -257,3 +272,97 @@ async def test_ping_measures_a_round_trip() -> None:
 
     async with stand_in_server(pong, port), OCRStreamClient(f"ws://127.0.0.1:{port}") as client:
         assert 0 < await client.ping() < 5
+
+
+def event(kind: str, frame_id: int, text: str, previous: str | None = None) -> TextEvent:
+    return TextEvent(event=kind, track_id=1, text=text, previous=previous, frame_id=frame_id)  # type: ignore[arg-type]
+
+
+def query_of(ws: ServerConnection) -> dict[str, list[str]]:
+    assert ws.request is not None
+    return parse_qs(urlsplit(ws.request.path).query)
+
+
+async def test_events_are_asked_for_and_come_apart_from_the_answers() -> None:
+    port = free_port()
+    queries: list[dict[str, list[str]]] = []
+    sent = [event("appeared", 0, "LOT 1"), event("changed", 1, "LOT 2", "LOT 1"), event("gone", 1, "LOT 2")]
+
+    async def with_events(ws: ServerConnection) -> None:
+        queries.append(query_of(ws))
+        queued: list[asyncio.Task[None]] = []
+
+        async def late(*events: TextEvent) -> None:
+            await asyncio.sleep(0.2)
+            for e in events:
+                await ws.send(e.encode())
+
+        async for message in ws:
+            if isinstance(message, str):  # the ping of close(): answered after what was queued before
+                assert isinstance(parse_text(message), PingRequest)
+                await asyncio.gather(*queued)
+                await ws.send(PongAnswer(ts=0.0).encode())
+                continue
+            frame = parse_binary(message)
+            if frame.frame_id == 0:
+                await ws.send(sent[0].encode())  # an event before the answer that confirmed it
+                await ws.send(answer(frame))
+            else:
+                await ws.send(answer(frame))  # and two after the stream's last answer
+                queued.append(asyncio.create_task(late(*sent[1:])))
+
+    async with stand_in_server(with_events, port):
+        async with OCRStreamClient(f"ws://127.0.0.1:{port}", events=True) as client:
+            for i in range(2):
+                await client.send(f"image-{i}".encode())
+            answers = await collect(client, 2)
+        events = [e async for e in client.events()]
+    assert queries[0]["events"] == ["1"]
+    assert sorted(a.frame_id for a in answers) == [0, 1]
+    assert events == sent
+    assert [a async for a in client.results()] == []  # the events were no answers
+
+
+async def test_events_are_asked_for_again_after_a_reconnect() -> None:
+    port = free_port()
+    queries: list[dict[str, list[str]]] = []
+
+    async def drop_first(ws: ServerConnection) -> None:
+        queries.append(query_of(ws))
+        frame = parse_binary(await ws.recv())  # type: ignore[arg-type]
+        if len(queries) == 1:
+            await ws.close(1012, "restarting")
+            return
+        await ws.send(event("appeared", frame.frame_id, "LOT 1").encode())
+        await ws.send(answer(frame))
+        await ws.wait_closed()
+
+    async with (
+        stand_in_server(drop_first, port),
+        OCRStreamClient(f"ws://127.0.0.1:{port}", events=True, backoff_base=0.01) as client,
+    ):
+        await client.send(b"image-0")
+        [item] = await collect(client, 1)
+        first = await anext(aiter(client.events()))
+    assert [q["events"] for q in queries] == [["1"], ["1"]]
+    assert text_of(item) == "image-0"
+    assert (first.event, first.text) == ("appeared", "LOT 1")
+
+
+async def test_without_events_a_text_message_is_no_answer() -> None:
+    port = free_port()
+
+    async def unasked_events(ws: ServerConnection) -> None:
+        assert "events" not in query_of(ws)
+        async for message in ws:
+            frame = parse_binary(message)  # type: ignore[arg-type]
+            await ws.send(event("appeared", frame.frame_id, "LOT 1").encode())
+            await ws.send(answer(frame))
+
+    async with stand_in_server(unasked_events, port), OCRStreamClient(f"ws://127.0.0.1:{port}") as client:
+        for i in range(3):
+            await client.send(f"image-{i}".encode())
+        items = await collect(client, 3)
+        with pytest.raises(OCRClientError, match="events=True"):
+            await anext(aiter(client.events()))
+    assert [text_of(item) for item in items] == ["image-0", "image-1", "image-2"]

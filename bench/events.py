@@ -1,0 +1,509 @@
+"""Text events, simulated: what the tracker sees on generated streams with ground truth (Ray-free).
+
+    python -m bench.events [--seconds 120] [--streams 4] [--seed 0]
+
+No images and no model: three generated scenes say, per frame of a 30 fps
+stream, which text lines are in view and where; a simulated reader turns them
+into OCR lines with the misreads a real one makes; a simulated sampler decides
+for each frame what the ingress would learn (rate gate at ``default_fps``,
+dedup: a frame whose content is unchanged since the last read is ``same``,
+except a refresh read every ``refresh_s``; ``overloaded`` now and then); and
+when :attr:`TextTracker.wants_read` is set the next frame that passes the rate
+gate is read even if unchanged (a forced read). The variant
+``forced_next_frame`` forces the very next frame instead (a sampler that lets
+forced reads past the rate gate).
+
+Scenes (per stream, seeded):
+
+- ``conveyor``: a label with a serial at a station, a new label every 4-12 s
+  (the old one slides out, the new one in: partial reads of moving text), a
+  fixed sign above it;
+- ``screen``: a price display whose number changes every 1-3 s (half of the
+  changes one digit) under a fixed caption;
+- ``documents``: pages of 5-9 lines held 3-8 s, 0.4 s page turns (nothing
+  readable), each page placed a little differently, a slow drift of the view.
+
+Misread bait: a character hidden for 2-4 frames (every ~5 s), blur for 2-4
+frames that misreads a character of half the lines the same way (every ~4 s),
+random one-character errors in ``error_rate`` of line reads, lines dropped in
+``drop_rate`` of line reads, spaces dropped (no change: the tracker ignores
+spaces). Box jitter of 2 px, as a shaking camera gives.
+
+Scored with the functions below (reusable with events and answers from the real
+service): event precision and recall, false events from bait, delay of each
+announced text from the first frame that showed it, extra (forced) reads per
+change; and what a client would show from per-frame results alone (distinct
+texts shown, texts shown that were not in view). Writes docs/bench/events_sim.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, percentile, write_json
+from serve_app.config import EventsConfig
+from serve_app.protocol import Line, TextEvent
+from serve_app.tracking import TextTracker, text_key
+
+OUT = ROOT / "docs" / "bench" / "events_sim.json"
+FPS = 30
+CHAR_W, LINE_H = 14, 30  # pixels of one character and of a line box
+VIEW_W = 640
+GOALS = {"precision_min": 0.98, "recall_min": 0.98, "bait_false_events_max": 0, "delay_frames_p50_max": 10}
+
+
+# --- ground truth -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrueLine:
+    """A line in view: ``slot`` names its place in the scene; ``shown`` the fraction of it in view."""
+
+    slot: str
+    text: str
+    x: float
+    y: float
+    shown: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A text fully in view in one slot from frame ``first`` to ``last``: one announcement is due."""
+
+    slot: str
+    text: str
+    first: int
+    last: int
+    expect_gone: bool  # its slot then stays empty long enough for a ``gone``
+    due: bool = True  # False: still in view when the stream ended, for under 1 s (too soon to confirm)
+
+
+def segments(frames: Sequence[Sequence[TrueLine]], gone_frames: int) -> list[Segment]:
+    """The segments of a stream; a ``gone`` is expected when the slot is empty > ``gone_frames`` + 1 s."""
+    runs: dict[str, list[list[Any]]] = {}  # slot -> [[text, first, last], ...]
+    for f, lines in enumerate(frames):
+        for tl in lines:
+            if tl.shown < 1.0:
+                continue
+            slot_runs = runs.setdefault(tl.slot, [])
+            if slot_runs and slot_runs[-1][0] == tl.text and slot_runs[-1][2] == f - 1:
+                slot_runs[-1][2] = f
+            else:
+                slot_runs.append([tl.text, f, f])
+    out = []
+    for slot, slot_runs in runs.items():
+        for i, (text, first, last) in enumerate(slot_runs):
+            following = slot_runs[i + 1][1] if i + 1 < len(slot_runs) else len(frames)
+            cut_short = last == len(frames) - 1 and last - first < FPS
+            out.append(Segment(slot, text, first, last, following - last > gone_frames + FPS, not cut_short))
+    return sorted(out, key=lambda s: s.first)
+
+
+def keys_in_view(segs: Sequence[Segment]) -> Callable[[int], set[str]]:
+    def at(frame: int) -> set[str]:
+        return {text_key(s.text) for s in segs if s.first <= frame <= s.last}
+
+    return at
+
+
+# --- scoring (reusable: events and answers of the real service) -----------------
+
+
+def score_events(events: Sequence[TextEvent], segs: Sequence[Segment]) -> dict[str, Any]:
+    """Precision, recall and delay of a stream's events against its ground truth.
+
+    An ``appeared`` or ``changed`` is right when its text is a segment's whose frames
+    include the event's ``frame_id`` and no earlier event took it; a ``gone`` when its
+    text is a segment's that ended by then and was shown by the track (``last_frame_id``).
+    A wrong event whose text was never in view is a false event from bait.
+    """
+    segs = list(segs)
+    announced: set[int] = set()
+    gone: set[int] = set()
+    delays: list[int] = []
+    wrong = bait = 0
+    all_keys = {text_key(s.text) for s in segs}
+    for e in events:
+        key = text_key(e.text)
+        taken = gone if e.event == "gone" else announced
+        fits = [i for i, s in enumerate(segs) if i not in taken and _explains(s, e)]
+        # the text's latest segment: a short text may have been in view before, elsewhere
+        hit = max(fits, key=lambda i: segs[i].last, default=None)
+        if hit is not None and e.event != "gone":
+            delays.append(e.frame_id - segs[hit].first)
+        if hit is None:
+            wrong += 1
+            bait += key not in all_keys
+        else:
+            taken.add(hit)
+    gone_found = _gone_found(segs, gone)
+    due_gone = sum(s.expect_gone for s in segs)
+    due = sum(s.due for s in segs)
+    expected = due + due_gone
+    found = sum(segs[i].due for i in announced) + gone_found
+    return {
+        "events": len(events),
+        "true_events": len(events) - wrong,
+        "false_events": wrong,
+        "false_events_from_bait": bait,
+        "expected": expected,
+        "found": found,
+        "precision": round((len(events) - wrong) / len(events), 4) if events else 1.0,
+        "recall": round(found / expected, 4) if expected else 1.0,
+        "texts_announced": len(announced),
+        "texts_due": due,
+        "gone_found": gone_found,
+        "gone_due": due_gone,
+        "delays": delays,
+    }
+
+
+def _gone_found(segs: Sequence[Segment], gone: set[int]) -> int:
+    """Due ``gone`` events found, counted by the frame their texts left the view.
+
+    When lines leave together and fewer come back (a page turned to a shorter one),
+    which of the old tracks the new lines continue is a free choice: what is due is
+    as many ``gone`` for texts that left then as lines not replaced.
+    """
+    due = Counter(s.last for s in segs if s.expect_gone)
+    reported = Counter(segs[i].last for i in gone)
+    return sum(min(n, reported[last]) for last, n in due.items())
+
+
+def _explains(s: Segment, e: TextEvent) -> bool:
+    if text_key(s.text) != text_key(e.text):
+        return False
+    if e.event == "gone":
+        shown = e.last_frame_id if e.last_frame_id is not None else e.frame_id
+        return s.first <= shown and s.last <= e.frame_id
+    return s.first <= e.frame_id <= s.last
+
+
+def shown_by_events(events: Sequence[TextEvent], segs: Sequence[Segment]) -> dict[str, Any]:
+    """What a client following the events shows: distinct texts, texts shown that were not in view."""
+    in_view = keys_in_view(segs)
+    shown = [(e.frame_id, text_key(e.text)) for e in events if e.event != "gone"]
+    return _shown(shown, in_view, changes=len(events))
+
+
+def shown_per_frame(answers: Iterable[tuple[int, Sequence[str]]], segs: Sequence[Segment]) -> dict[str, Any]:
+    """What a client shows from per-frame results alone: ``answers`` are (frame_id, line texts) of reads."""
+    in_view = keys_in_view(segs)
+    shown: list[tuple[int, str]] = []
+    changes = 0
+    before: set[str] = set()
+    for frame_id, texts in answers:
+        keys = {text_key(t) for t in texts if text_key(t)}
+        shown += [(frame_id, k) for k in keys - before]
+        changes += keys != before
+        before = keys
+    return _shown(shown, in_view, changes=changes)
+
+
+def _shown(shown: list[tuple[int, str]], in_view: Callable[[int], set[str]], changes: int) -> dict[str, Any]:
+    return {
+        "distinct_texts_shown": len({k for _, k in shown}),
+        "display_changes": changes,
+        "flicker": sum(k not in in_view(f) for f, k in shown),  # a text shown that was not in view
+    }
+
+
+# --- scenes ---------------------------------------------------------------------
+
+Scene = Callable[[random.Random, int], list[list[TrueLine]]]  # (rng, frames) -> lines in view per frame
+_VOCABULARY = """invoice total amount due date order number customer account payment terms net shipping
+address street city postal code item quantity unit price tax subtotal reference contact phone email bank
+transfer delivery note page signed approved"""
+WORDS = tuple(_VOCABULARY.split())
+
+
+def conveyor(rng: random.Random, n: int) -> list[list[TrueLine]]:
+    frames: list[list[TrueLine]] = []
+    sign = TrueLine("sign", "LINE 3 STATION B", 40, 60)
+    while len(frames) < n:
+        text = f"SN-{rng.randrange(10_000, 100_000)}"
+        width = CHAR_W * len(text)
+        for x in range(-width, 200, 45):  # slides in from the left edge
+            frames.append([sign, TrueLine("serial", text, x, 220, min(1.0, (x + width) / width))])
+        frames += [
+            [sign, TrueLine("serial", text, 200, 220)] for _ in range(rng.randrange(4 * FPS, 12 * FPS))
+        ]
+        for x in range(250, VIEW_W, 50):  # slides out to the right
+            frames.append([sign, TrueLine("serial", text, x, 220, min(1.0, (VIEW_W - x) / width))])
+    return frames[:n]
+
+
+def screen(rng: random.Random, n: int) -> list[list[TrueLine]]:
+    frames: list[list[TrueLine]] = []
+    cents = rng.randrange(100, 99_999)
+    while len(frames) < n:
+        shown = [
+            TrueLine("caption", "TOTAL EUR", 60, 80),
+            TrueLine("number", f"{cents // 100}.{cents % 100:02d}", 60, 160),
+        ]
+        frames += [shown] * rng.randrange(FPS, 3 * FPS)
+        old = cents
+        while cents == old:
+            cents = (
+                cents - cents % 10 + rng.randrange(10) if rng.random() < 0.5 else rng.randrange(100, 99_999)
+            )
+    return frames[:n]
+
+
+def documents(rng: random.Random, n: int) -> list[list[TrueLine]]:
+    frames: list[list[TrueLine]] = []
+    while len(frames) < n:
+        texts = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2, 6)))
+            for _ in range(rng.randrange(5, 10))
+        ]
+        ox, oy = rng.uniform(-12, 12), rng.uniform(-12, 12)
+        for _ in range(rng.randrange(3 * FPS, 8 * FPS)):
+            drift = 20 * math.sin(len(frames) / (4 * FPS))  # a hand-held page, slowly
+            frames.append(
+                [TrueLine(f"line{i}", t, 40 + ox + drift, 60 + oy + 45 * i) for i, t in enumerate(texts)]
+            )
+        frames += [[] for _ in range(12)]  # page turn: nothing readable
+    return frames[:n]
+
+
+SCENES: dict[str, Scene] = {"conveyor": conveyor, "screen": screen, "documents": documents}
+
+
+# --- the reader and the sampler, simulated ---------------------------------------
+
+CONFUSABLE = {"0": "O8", "1": "7I", "2": "Z", "3": "8", "4": "A", "5": "S6", "6": "8G", "7": "1", "8": "B3"}
+
+
+def confuse(ch: str, rng: random.Random) -> str:
+    if ch in CONFUSABLE:
+        return rng.choice(CONFUSABLE[ch])
+    if ch.isalpha():
+        return rng.choice([c for c in "ecoaniltrsuCEOIL" if c != ch] or ["x"])
+    return "."
+
+
+@dataclass(slots=True)
+class Bait:
+    """Visual disturbances of a stream: (first frame, last frame, slot or None for all, char index, char)."""
+
+    hidden: list[tuple[int, int, str, float]] = field(default_factory=list)
+    blur: list[tuple[int, int, int]] = field(default_factory=list)  # (first, last, seed of its confusions)
+
+    @classmethod
+    def draw(cls, rng: random.Random, n: int, slots: list[str]) -> Bait:
+        bait = cls()
+        f = rng.randrange(FPS)
+        while (f := f + int(rng.expovariate(1 / (5 * FPS)))) < n:
+            bait.hidden.append((f, f + rng.randrange(1, 4), rng.choice(slots), rng.random()))
+        f = rng.randrange(FPS)
+        while (f := f + int(rng.expovariate(1 / (4 * FPS)))) < n:
+            bait.blur.append((f, f + rng.randrange(1, 4), rng.randrange(2**32)))
+        return bait
+
+    def at(self, frame: int) -> tuple[tuple[str, float] | None, int | None]:
+        hidden = next(((s, c) for a, b, s, c in self.hidden if a <= frame <= b), None)
+        blur = next((seed for a, b, seed in self.blur if a <= frame <= b), None)
+        return hidden, blur
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    error_rate: float = 0.03
+    drop_rate: float = 0.01
+    space_drop_rate: float = 0.05
+
+    def read(self, lines: Sequence[TrueLine], frame: int, bait: Bait, rng: random.Random) -> list[Line]:
+        hidden, blur = bait.at(frame)
+        out = []
+        for tl in lines:
+            text, score = tl.text, rng.uniform(0.9, 0.99)
+            if tl.shown < 1.0:  # partly in view: the visible characters
+                keep = int(len(text) * tl.shown)
+                text, score = (text[-keep:] if tl.x < 0 else text[:keep]), rng.uniform(0.6, 0.9)
+            if not text or rng.random() < self.drop_rate:
+                continue
+            if hidden is not None and hidden[0] == tl.slot:
+                i = int(hidden[1] * len(text))
+                text = text[:i] + text[i + 1 :]
+            if blur is not None:
+                blur_rng = random.Random(f"{blur}-{tl.slot}")  # the same confusion all along the blur
+                if blur_rng.random() < 0.5:
+                    i = blur_rng.randrange(len(text))
+                    text, score = (
+                        text[:i] + confuse(text[i], blur_rng) + text[i + 1 :],
+                        rng.uniform(0.6, 0.85),
+                    )
+            if rng.random() < self.error_rate:
+                i = rng.randrange(len(text))
+                text, score = text[:i] + confuse(text[i], rng) + text[i + 1 :], rng.uniform(0.7, 0.95)
+            if " " in text and rng.random() < self.space_drop_rate:
+                text = text.replace(" ", "", 1)
+            x, y = tl.x + rng.uniform(-2, 2), tl.y + rng.uniform(-2, 2)
+            w = CHAR_W * len(text)
+            box = [
+                [round(x), round(y)],
+                [round(x + w), round(y)],
+                [round(x + w), round(y + LINE_H)],
+                [round(x), round(y + LINE_H)],
+            ]
+            out.append(Line(text=text, score=round(score, 3), box=box))
+        return out
+
+
+def content(lines: Sequence[TrueLine], frame: int, bait: Bait) -> tuple[Any, ...]:
+    """What dedup compares: the texts, their places (it forgives motion < 16 px), the bait in view."""
+    return (
+        tuple((tl.slot, tl.text, tl.shown, round(tl.x / 16), round(tl.y / 16)) for tl in lines),
+        bait.at(frame),
+    )
+
+
+@dataclass(slots=True)
+class Run:
+    events: list[TextEvent] = field(default_factory=list)
+    reads: list[tuple[int, list[str]]] = field(default_factory=list)  # (frame, texts) of every read
+    forced: int = 0
+    read_ms: list[float] = field(default_factory=list)  # time of each TextTracker.read call
+
+
+def simulate(
+    frames: Sequence[Sequence[TrueLine]],
+    bait: Bait,
+    rng: random.Random,
+    config: EventsConfig,
+    *,
+    fps: float = 5.0,
+    refresh_s: float = 5.0,
+    overloaded_rate: float = 0.01,
+    forced_next_frame: bool = False,
+    reader: Reader = Reader(),
+) -> Run:
+    """One stream through a simulated sampler and reader into a :class:`TextTracker`."""
+    tracker = TextTracker(config)
+    run = Run()
+    next_read_ts: float | None = None
+    ref: tuple[Any, ...] | None = None
+    ref_ts = 0.0
+    for f, lines in enumerate(frames):
+        ts = f / FPS
+        seen = content(lines, f, bait)
+        forced = tracker.wants_read and seen == ref and ts - ref_ts < refresh_s
+        if forced_next_frame and forced:
+            gated = True
+        elif next_read_ts is not None and ts < next_read_ts:
+            run.events += tracker.skipped(f, ts)  # rate
+            continue
+        else:
+            gated = rng.random() >= overloaded_rate
+            next_read_ts = ts + 0.9 / fps
+        if not gated:
+            run.events += tracker.skipped(f, ts)  # overloaded
+        elif seen != ref or ts - ref_ts >= refresh_s or forced:
+            got = reader.read(lines, f, bait, rng)
+            start = time.perf_counter()
+            run.events += tracker.read(f, ts, got, forced=forced)
+            run.read_ms.append((time.perf_counter() - start) * 1000)
+            run.reads.append((f, [line.text for line in got]))
+            run.forced += forced
+            ref, ref_ts = seen, ts
+        else:
+            run.events += tracker.same(f, ts)
+    return run
+
+
+# --- the benchmark ----------------------------------------------------------------
+
+
+def measure(
+    scene: str, streams: int, seconds: float, seed: int, config: EventsConfig, forced_next_frame: bool
+) -> dict[str, Any]:
+    totals: dict[str, Any] = {}
+    delays: list[int] = []
+    read_ms: list[float] = []
+    for i in range(streams):
+        rng = random.Random(f"{scene}-{seed}-{i}")
+        frames = SCENES[scene](rng, int(seconds * FPS))
+        segs = segments(frames, round(config.gone_after_s * FPS))
+        bait = Bait.draw(rng, len(frames), sorted({tl.slot for lines in frames for tl in lines}))
+        run = simulate(frames, bait, rng, config, forced_next_frame=forced_next_frame)
+        scored = score_events(run.events, segs)
+        delays += scored.pop("delays")
+        read_ms += run.read_ms
+        per_frame = shown_per_frame(run.reads, segs)
+        by_events = shown_by_events(run.events, segs)
+        for key, value in [
+            *scored.items(),
+            ("reads", len(run.reads)),
+            ("forced_reads", run.forced),
+            ("bait_episodes", len(bait.hidden) + len(bait.blur)),
+            *((f"per_frame_{k}", v) for k, v in per_frame.items()),
+            *((f"events_{k}", v) for k, v in by_events.items()),
+        ]:
+            totals[key] = totals.get(key, 0) + value
+        totals["texts_in_view"] = totals.get("texts_in_view", 0) + len({text_key(s.text) for s in segs})
+    totals["precision"] = round(totals["true_events"] / totals["events"], 4) if totals["events"] else 1.0
+    totals["recall"] = round(totals["found"] / totals["expected"], 4)
+    totals["delay_frames"] = {
+        "p50": round(percentile(delays, 50), 1),
+        "p90": round(percentile(delays, 90), 1),
+        "max": max(delays, default=0),
+        "mean": round(statistics.fmean(delays), 2) if delays else None,
+    }
+    totals["tracker_read_ms"] = {"p50": round(percentile(read_ms, 50), 3), "max": round(max(read_ms), 3)}
+    totals["forced_reads_per_text"] = round(totals["forced_reads"] / totals["texts_due"], 3)
+    return totals
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=120.0, help="length of each stream")
+    parser.add_argument("--streams", type=int, default=4, help="streams per scene")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    config = EventsConfig()
+    report: dict[str, Any] = {
+        "command": " ".join(["python -m bench.events", *(argv if argv is not None else sys.argv[1:])]),
+        "config": config.model_dump(),
+        "stream": {
+            "fps": FPS,
+            "seconds": args.seconds,
+            "streams_per_scene": args.streams,
+            "sampler_fps": 5.0,
+        },
+        "goals": GOALS,
+        "variants": {},
+    }
+    for variant, next_frame in (("forced_at_next_gated_frame", False), ("forced_next_frame", True)):
+        results = {
+            scene: measure(scene, args.streams, args.seconds, args.seed, config, next_frame)
+            for scene in SCENES
+        }
+        report["variants"][variant] = results
+        for scene, r in results.items():
+            print(
+                f"{variant:27s} {scene:10s} precision {r['precision']:.4f} recall {r['recall']:.4f} "
+                f"bait false {r['false_events_from_bait']} delay p50 {r['delay_frames']['p50']:.0f} "
+                f"p90 {r['delay_frames']['p90']:.0f} forced/text {r['forced_reads_per_text']:.2f} | "
+                f"texts {r['texts_in_view']} shown per-frame {r['per_frame_distinct_texts_shown']} "
+                f"(flicker {r['per_frame_flicker']}) events {r['events_distinct_texts_shown']} "
+                f"(flicker {r['events_flicker']})"
+            )
+    write_json(args.out, report)
+
+
+if __name__ == "__main__":
+    main()
