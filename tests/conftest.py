@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "tests" / "data" / "images"
@@ -75,7 +76,9 @@ def service_url(ray_session: None) -> Iterator[str]:
     from serve_app.config import AppConfig
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # The controller's environment of configs/serve.yaml (FORWARDED_ALLOW_IPS off), as `serve run` gives it.
+    controller = yaml.safe_load(SERVE_CONFIG.read_text())["controller_options"]
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, controller_options=controller)
     config = AppConfig.from_file(SERVE_CONFIG)
     serve.run(compose(config), name="ocr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
