@@ -210,10 +210,10 @@ class DedupConfig(BaseConfig):
         "regions moved (a mis-tracked line on a card whose other lines were tracked).",
     )
     max_regions: int = Field(
-        8, ge=1, le=256, description="Most text-like regions compared when no text boxes are known."
+        12, ge=1, le=256, description="Most text-like regions compared when no text boxes are known."
     )
     smooth: float = Field(
-        1.0,
+        0.8,
         ge=0,
         le=4,
         description="Gaussian sigma both images are smoothed by before they are compared (0: off): "
@@ -226,7 +226,7 @@ class DedupConfig(BaseConfig):
         description="Misalignment left after registration that is forgiven, as a fraction of a pixel.",
     )
     pixel_threshold: float = Field(
-        0.6,
+        0.5,
         ge=0,
         le=8,
         description="Residual (in units of local contrast) a pixel must exceed to count as changed.",
@@ -235,7 +235,7 @@ class DedupConfig(BaseConfig):
         8, ge=2, le=64, description="Side of the square (about one character) whose residual is scored."
     )
     threshold: float = Field(
-        0.0004,
+        0.001,
         gt=0,
         description="Text regions: the change score above which a frame is a change, the mean excess "
         "residual of the most changed block.",
@@ -270,6 +270,12 @@ class SamplerConfig(BaseConfig):
         ge=1,
         description="Reads a stream may make at once after a quiet spell (token bucket depth): a "
         "change is read on the frame that shows it; only steady change is held to the rate.",
+    )
+    compare_fps: float = Field(
+        15.0,
+        gt=0,
+        description="Frames of a stream compared with the last read per second at most; the frames "
+        "in between are answered `rate` undecoded (a change is noticed within 1/compare_fps).",
     )
     max_rate_wait_s: float = Field(
         0.5,

@@ -67,7 +67,9 @@ class IngressMetrics:
 class SamplerMetrics:
     def __init__(self) -> None:
         self.reads = Counter("ocr_frames_read", description="Frames sent to the model.")
-        self.streams = Gauge("ocr_sampler_streams", description="Streams with state on this replica.")
+        self.streams = Gauge(
+            "ocr_sampler_streams", description="Streams in this replica's fair order (read recently)."
+        )
         self.in_flight = Gauge("ocr_reads_in_flight", description="Reads at the model now.")
         self.waiting = Gauge(
             "ocr_admission_queue", description="Streams with a frame waiting for a read slot."

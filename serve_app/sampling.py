@@ -130,12 +130,13 @@ class StreamSampler:
         self._emit = emit
         self._ref: _Reference | None = None
         self._reading = False
-        self._next: Job | None = None  # arrived, waiting for the compare in progress
+        self._next: Job | None = None  # arrived, waiting for the compare in progress or a compare token
         self._comparing = False
+        self._compare_bucket = TokenBucket(config.compare_fps, 1.0)
+        self._compare_wait = False  # the compare loop waits for a token: frames replaced now are `rate`
         self._candidate: _Candidate | None = None
         self._token_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.reads = 0  # reads started (metrics)
 
     @staticmethod
     def effective_fps(config: SamplerConfig, fps: float | None) -> float:
@@ -167,7 +168,8 @@ class StreamSampler:
             self._candidate = _Candidate(job)
             return
         if self._next is not None:
-            self._skip(self._next, SkipReason.SUPERSEDED, job.frame_id)
+            reason = SkipReason.RATE if self._compare_wait else SkipReason.SUPERSEDED
+            self._skip(self._next, reason, job.frame_id)
         self._next = job
         if not self._comparing:
             self._comparing = True  # now, not when the task starts: one compare loop per stream
@@ -181,29 +183,59 @@ class StreamSampler:
             task.cancel()
 
     async def _compare_loop(self) -> None:
+        """Compare the newest frame, at most ``compare_fps`` a second (newer frames replace it meanwhile)."""
         try:
             while self._next is not None:
+                wait_s = (1.0 - self._compare_bucket.tokens()) / self._compare_bucket.rate
+                if wait_s > 0.0:
+                    self._compare_wait = True
+                    try:
+                        await asyncio.sleep(wait_s)
+                    finally:
+                        self._compare_wait = False
+                    continue
+                self._compare_bucket.take()
                 job, self._next = self._next, None
-                fingerprint = await self._fingerprint(job)
-                if fingerprint is not False:
-                    self._decide(_Candidate(job, fingerprint, compared=True))
+                judged = await self._judge(job)
+                if judged is not None:
+                    self._decide(_Candidate(job, judged[0], compared=True), judged[1])
         finally:
             self._comparing = False
 
-    async def _fingerprint(self, job: Job) -> Any:
-        """Decoded off the event loop; False (after an error answer) when it cannot be decoded."""
-        if not self.config.dedup.enabled:
-            return None
+    async def _judge(self, job: Job) -> tuple[Any, bool] | None:
+        """(fingerprint, same as the reference), worked out off the event loop.
+
+        None, after an error answer, when the frame cannot be decoded. A read that starts or ends
+        meanwhile changes the reference: the frame is compared again with the one that stands.
+        """
+        ref = self._ref
         try:
-            return await asyncio.to_thread(self._detector.fingerprint, job.image, self._max_pixels, self.roi)
+            fingerprint, same = await asyncio.to_thread(self._fingerprint_and_compare, job.image, ref)
         except ProtocolError as exc:
             self._fail(job, exc.code, exc.message)
-            return False
+            return None
+        while self._ref is not ref:
+            ref = self._ref
+            same = await asyncio.to_thread(self._compare, ref, fingerprint)
+        return fingerprint, same
 
-    def _decide(self, candidate: _Candidate) -> None:
+    def _fingerprint_and_compare(self, image: bytes, ref: _Reference | None) -> tuple[Any, bool]:
+        if not self.config.dedup.enabled:
+            return None, False
+        fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
+        return fingerprint, self._compare(ref, fingerprint)
+
+    def _compare(self, ref: _Reference | None, fingerprint: Any) -> bool:
+        if ref is None or ref.fingerprint is None or fingerprint is None:
+            return False
+        lines = ref.lines  # None while it is being read: the whole frame is compared
+        boxes = [line.box for line in lines] if lines else None
+        return bool(self._detector.compare(ref.fingerprint, fingerprint, boxes).same)
+
+    def _decide(self, candidate: _Candidate, same: bool) -> None:
         """A compared frame: a duplicate (now, or once the read in flight has its lines), or a read."""
         job, ref = candidate.job, self._ref
-        if ref is not None and self._same(ref, candidate.fingerprint):
+        if ref is not None and same:
             if ref.lines is None:
                 job.image = b""  # answered with the lines of the read in flight
                 ref.followers.append(job)
@@ -217,12 +249,6 @@ class StreamSampler:
             self._skip(self._candidate.job, SkipReason.SUPERSEDED, job.frame_id)
         self._candidate = candidate
         self._start()
-
-    def _same(self, ref: _Reference, fingerprint: Any) -> bool:
-        if ref.fingerprint is None or fingerprint is None:
-            return False
-        boxes = [line.box for line in ref.lines] if ref.lines else None
-        return bool(self._detector.compare(ref.fingerprint, fingerprint, boxes).same)
 
     # --- reads ----------------------------------------------------------------
 
@@ -246,7 +272,6 @@ class StreamSampler:
             return
         self._bucket.take()
         self._reading = True
-        self.reads += 1
         self._ref = ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
         self._spawn(self._read_one(candidate.job, ref, candidate.forced))
 

@@ -210,25 +210,6 @@ class TextTracker:
                 )
         return sorted(out, key=lambda t: t.track_id)
 
-    def announce(self) -> list[TextEvent]:
-        """``appeared`` for every confirmed track: what a new listener must be told first.
-
-        ``frame_id`` is the last frame that showed the line, ``first_frame_id`` the first
-        frame that showed its text.
-        """
-        return [
-            TextEvent(
-                event="appeared",
-                track_id=t.track_id,
-                text=t.text,
-                score=round(t.score, 4),
-                box=t.box,
-                frame_id=t.last_frame_id,
-                first_frame_id=t.first_frame_id,
-            )
-            for t in self.tracks()
-        ]
-
     # --- internals ----------------------------------------------------------
 
     def _advance(self, ts: float) -> float:

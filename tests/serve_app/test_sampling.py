@@ -62,7 +62,7 @@ class Stream:
         self.detector = StandInDetector()
         self.answers: dict[int, list[dict[str, Any]]] = {}
         self.events: list[TextEvent] = []
-        settings = {"default_fps": 30.0, **config}
+        settings = {"default_fps": 30.0, "compare_fps": 1000.0, **config}
         self.sampler = StreamSampler(
             SamplerConfig(**settings),
             detector=self.detector,
@@ -275,3 +275,16 @@ async def test_at_a_low_rate_a_change_is_answered_rate_at_once_not_held_for_a_to
     s.send(2, b"B")
     await s.settle(2, timeout=1.0)
     assert (s.answer(2)["reason"], s.answer(2)["ref_frame_id"]) == ("rate", 1)
+
+
+async def test_frames_beyond_compare_fps_are_rate_undecoded_and_the_newest_is_compared() -> None:
+    s = Stream(compare_fps=10.0)
+    s.send(1, b"A")
+    await s.settle(1)
+    for i in range(2, 8):  # 6 frames in ~30 ms, all the same but the last
+        s.send(i, b"A" if i < 7 else b"B")
+        await asyncio.sleep(0.005)
+    await s.settle(7)
+    assert [s.answer(i)["reason"] for i in range(2, 7)] == ["rate"] * 5
+    assert s.answer(7)["status"] == "ok", "the newest frame is compared when a token comes: a change"
+    assert s.detector.decoded == [b"A", b"B"]

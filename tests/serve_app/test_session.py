@@ -45,7 +45,7 @@ class StandInModel:
 
 def sampler_for(model: StandInModel, **config: Any) -> Any:
     def make(answer: AnswerFn, emit: EventFn) -> StreamSampler:
-        settings = SamplerConfig(**{"default_fps": 30.0, **config})
+        settings = SamplerConfig(**{"default_fps": 30.0, "compare_fps": 1000.0, **config})
         detector = StandInDetector()
         return StreamSampler(
             settings, detector=detector, read=model, answer=answer, emit=emit, max_pixels=10**8

@@ -236,19 +236,6 @@ def test_agreeing_forced_reads_do_not_use_up_the_budget() -> None:
     assert [(e.event, e.frame_id) for e in events] == [("appeared", 5)]
 
 
-def test_announce_repeats_the_confirmed_tracks_as_appeared() -> None:
-    s = Stream()
-    s.read(line("TOTAL EUR", y=50), line("12.49", y=100))
-    s.read(line("TOTAL EUR", y=50), line("12.49", y=100))
-    s.read(line("TOTAL EUR", y=50), line("13.99", y=100), line("NEW", y=300))  # 13.99, NEW: unconfirmed
-    s.same()
-    again = s.tracker.announce()
-    assert [(e.event, e.track_id, e.text, e.frame_id, e.first_frame_id) for e in again] == [
-        ("appeared", 1, "TOTAL EUR", 3 * STEP, 0),
-        ("appeared", 2, "12.49", 3 * STEP, 0),
-    ]
-
-
 def test_similarity_is_one_minus_normalised_edit_distance() -> None:
     assert similarity("SN-48213", "SN-48213") == 1.0
     assert similarity("SN-48213", "SN-48214") == 1 - 1 / 8
