@@ -113,7 +113,10 @@ class StreamIngress:
         self._auth = Authenticator(config.security)
         self._limiter = ConnectionLimiter(config.security.limits)
         if not self._auth.enabled:
-            logger.warning("authentication is OFF (ingress.security.auth.enabled: false): local use only")
+            logger.warning(
+                "client authentication (JWT) is OFF (ingress.security.auth.enabled: false): any client "
+                "of this port may connect; local use only"
+            )
 
     @classmethod
     def get_deployment_options(cls, config: IngressConfig) -> dict[str, Any]:
