@@ -147,8 +147,8 @@ def merge(parts: list[dict[str, Any]], fps: float) -> dict[str, Any]:
 def separation(streams: dict[str, list[list[CameraFrame]]], overrides: dict[str, Any]) -> dict[str, Any]:
     """Text scores of still text and of one-character changes, for one config (``--sweep``).
 
-    Still: each frame against a settled frame of its text (20 frames after the change,
-    boxes within 12 px: not mid-slide); changes: the first frame of a one-character change
+    Still: each frame against a settled frame of its text (20 frames after the change, not
+    bait, not moving, boxes within 12 px); changes: the first frame of a one-character change
     against the frame before it. The gap between them is the room a threshold has.
     """
     detector = ChangeDetector(DedupConfig(**overrides))
@@ -165,7 +165,9 @@ def separation(streams: dict[str, list[list[CameraFrame]]], overrides: dict[str,
                     first = i
                     continue
                 r = first + 20
-                if i <= r or f.bait or not f.text or frames[r].text != f.text:
+                if i <= r or not f.text or frames[r].text != f.text:
+                    continue
+                if f.bait or frames[r].bait or frames[r].moving:
                     continue
                 if np.abs(np.float32(frames[r].boxes) - np.float32(f.boxes)).max() <= 12:
                     still.append(detector.compare(fps[r], fps[i], _boxes(frames[r])).text_score)

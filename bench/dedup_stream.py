@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import statistics
 import sys
@@ -73,6 +74,7 @@ GOALS = {
     "change_delay_frames_p50_max": 2,
 }
 CAMERAS = ("conveyor", "handheld", "screen", "document")
+STABLE_FRAMES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +256,14 @@ def analyse_run(frames: Sequence[CameraFrame], run: StreamRun, fps: float) -> di
     right = [held[i] == truth[i] for i in range(n)]
     read_right = [read[i] and lines_text(records[i].answer["lines"]) == truth[i] for i in range(n)]  # type: ignore[index]
 
-    changes = [f.index for f in frames if f.changed]
+    # A change is to a text that lasts STABLE_FRAMES or more: not the passing states of a card
+    # sliding out of view or a page turning (caught: a read of a frame showing that text).
+    starts = [f.index for f in frames if f.changed] + [n]
+    changes = [c for c, nxt in itertools.pairwise(starts) if nxt - c >= STABLE_FRAMES]
     caught: list[dict[str, Any]] = []
     for k, c in enumerate(changes):
         end = changes[k + 1] if k + 1 < len(changes) else n
-        first = next((j for j in range(c, end) if read[j]), None)
+        first = next((j for j in range(c, end) if read[j] and truth[j] == truth[c]), None)
         entry: dict[str, Any] = {
             "frame": c,
             "one_char": frames[c].one_char,

@@ -161,7 +161,7 @@ def _box_rects(boxes: list[list[list[int]]], fp: Fingerprint, c: DedupConfig) ->
 def _text_like(contrast: np.ndarray, c: DedupConfig) -> list[Rect]:
     """Regions of the reference that look like lines of text: strokes merged along a line."""
     strokes = (np.abs(contrast) >= round(1.5 * _SCALE)).astype(np.uint8)
-    merged = cv2.dilate(strokes, np.ones((3, 2 * c.padding + 1), np.uint8))
+    merged = cv2.dilate(strokes, np.ones((3, 2 * c.padding + 1), np.uint8))  # characters into words
     _, _, stats, _ = cv2.connectedComponentsWithStats(merged, connectivity=8)
     found = [  # a line of text: a few characters wide, between one and a few blocks high
         (int(x), int(y), int(x + bw), int(y + bh))
