@@ -1,6 +1,7 @@
-"""Text events, simulated: what the tracker sees on generated streams with ground truth (Ray-free).
+"""Text events on generated streams with ground truth: simulated (Ray-free), or the real service.
 
     python -m bench.events [--seconds 120] [--streams 4] [--seed 0]
+    python -m bench.events --service [--seconds 75] [--streams 1] [--no-compare]   # real model, Ray
 
 No images and no model: three generated scenes say, per frame of a 30 fps
 stream, which text lines are in view and where; a simulated reader turns them
@@ -34,11 +35,29 @@ service): event precision and recall, false events from bait, delay of each
 announced text from the first frame that showed it, extra (forced) reads per
 change; and what a client would show from per-frame results alone (distinct
 texts shown, texts shown that were not in view). Writes docs/bench/events_sim.json.
+
+``--service``: the cameras of ``bench/camera.py`` (``conveyor``: label cards, a
+new card or a reprint every 4-12 s; ``screen``: an order, a total and a
+quantity changing every 1-3 s; ``document``: pages turned every 4-12 s; half
+of the changes one character; misread bait: a fingertip over a character for
+2-4 frames, 2-3 motion-blurred frames) are rendered, then streamed in real time
+(30 fps, ``ts`` = capture time, binary frames) with ``events=1`` through the
+application of configs/serve.yaml with the real model (``running_app``), one
+stream at a time; each is also streamed with events off first (``--no-compare``
+skips that), to count the reads events add. Every answer and event is kept and
+scored as above. The real model may read a line as several (``LOT`` and
+``B62-7967``): texts are compared without spaces, and a true line shows, for a
+client following the events, the texts of the confirmed tracks whose box
+centres lie in its box (grown by half its height), joined left to right
+(:func:`line_events`; per-frame reads the same way, :func:`read_texts`).
+Writes docs/bench/events_service.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import math
 import random
 import statistics
@@ -50,9 +69,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, percentile, write_json
-from serve_app.config import EventsConfig
-from serve_app.protocol import Line, TextEvent
+from bench.camera import CameraFrame, iter_scene
+from bench.common import ROOT, machine_info, percentile, running_app, wait_for_no_ray, write_json
+from bench.loadgen import READ, analyse, closed_loop_latency, frame_pool
+from ocr_client.client import OCRStreamClient
+from serve_app.config import AppConfig, EventsConfig
+from serve_app.protocol import ErrorAnswer, Line, ResultAnswer, TextEvent
 from serve_app.tracking import TextTracker, text_key
 
 OUT = ROOT / "docs" / "bench" / "events_sim.json"
@@ -131,9 +153,10 @@ def score_events(events: Sequence[TextEvent], segs: Sequence[Segment]) -> dict[s
     announced: set[int] = set()
     gone: set[int] = set()
     delays: list[int] = []
-    wrong = bait = 0
+    wrong_events: list[int] = []
+    bait = 0
     all_keys = {text_key(s.text) for s in segs}
-    for e in events:
+    for n, e in enumerate(events):
         key = text_key(e.text)
         taken = gone if e.event == "gone" else announced
         fits = [i for i, s in enumerate(segs) if i not in taken and _explains(s, e)]
@@ -142,10 +165,11 @@ def score_events(events: Sequence[TextEvent], segs: Sequence[Segment]) -> dict[s
         if hit is not None and e.event != "gone":
             delays.append(e.frame_id - segs[hit].first)
         if hit is None:
-            wrong += 1
+            wrong_events.append(n)
             bait += key not in all_keys
         else:
             taken.add(hit)
+    wrong = len(wrong_events)
     gone_found = _gone_found(segs, gone)
     due_gone = sum(s.expect_gone for s in segs)
     due = sum(s.due for s in segs)
@@ -165,6 +189,8 @@ def score_events(events: Sequence[TextEvent], segs: Sequence[Segment]) -> dict[s
         "gone_found": gone_found,
         "gone_due": due_gone,
         "delays": delays,
+        "wrong_events": wrong_events,  # indices into ``events``
+        "missed": [i for i, seg in enumerate(segs) if seg.due and i not in announced],  # into ``segs``
     }
 
 
@@ -439,6 +465,7 @@ def measure(
         run = simulate(frames, bait, rng, config, forced_next_frame=forced_next_frame)
         scored = score_events(run.events, segs)
         delays += scored.pop("delays")
+        del scored["wrong_events"], scored["missed"]
         read_ms += run.read_ms
         per_frame = shown_per_frame(run.reads, segs)
         by_events = shown_by_events(run.events, segs)
@@ -465,18 +492,398 @@ def measure(
     return totals
 
 
+# --- the real service (--service) -------------------------------------------------
+
+SERVICE_OUT = ROOT / "docs" / "bench" / "events_service.json"
+SERVICE_SCENES: dict[str, tuple[float, float]] = {  # a scene of bench/camera.py: seconds between changes
+    "conveyor": (4.0, 12.0),
+    "screen": (1.0, 3.0),
+    "document": (4.0, 12.0),
+}
+Box = Sequence[Sequence[float]]  # 4 corners
+
+
+def true_lines(frames: Sequence[CameraFrame]) -> list[list[TrueLine]]:
+    """The camera frames' lines for :func:`segments`: ``slot`` = the line's place on its object
+    (card, screen, page). While a change is under way (a card sliding, a page turning) no line is
+    fully shown, but a line with the same text before and after it stays in view all along (a page
+    turned to the same page with one character changed)."""
+    out = [
+        [
+            TrueLine(
+                f"line{k}", text, min(p[0] for p in box), min(p[1] for p in box), 0.5 if f.moving else 1.0
+            )
+            for k, (text, box) in enumerate(zip(f.lines, f.boxes, strict=True))
+        ]
+        for f in frames
+    ]
+    start = 0
+    for moving, run in itertools.groupby(range(len(frames)), key=lambda i: frames[i].moving):
+        end = start + len(list(run))
+        if moving and start > 0 and end < len(frames):
+            after = {tl.slot: tl.text for tl in out[end]}
+            kept = [tl for tl in out[start - 1] if after.get(tl.slot) == tl.text]
+            out[start:end] = [kept] * (end - start)
+        start = end
+    return out
+
+
+def compose(items: Sequence[tuple[str, Box]], frame: CameraFrame) -> tuple[dict[int, list[int]], list[int]]:
+    """Which OCR items (text, box) make up each true line of ``frame``, and which none.
+
+    The model may read one line as several (``LOT`` and ``B62-7967``): an item belongs to the
+    true line whose box (grown by half its height to the left and right) holds the item's
+    centre. Of items that overlap along the line (by more than half the narrower), the later in
+    ``items`` (the newer) is kept and the other is in no line: two texts at one place are not one
+    line read in parts.
+    Returns true line index -> item indices left to right, and the items of no line.
+    """
+    by_line: dict[int, list[int]] = {}
+    stray = []
+    for i in reversed(range(len(items))):
+        x0, _, x1, _ = _extent(items[i][1])
+        k = _line_of(items[i][1], frame)
+        members = by_line.setdefault(k, []) if k is not None else None
+        if members is None or any(
+            min(x1, b1) - max(x0, b0) > min(x1 - x0, b1 - b0) / 2
+            for b0, _, b1, _ in (_extent(items[j][1]) for j in members)
+        ):
+            stray.append(i)
+        else:
+            members.append(i)
+    for members in by_line.values():
+        members.sort(key=lambda i: _extent(items[i][1])[0])
+    return {k: m for k, m in by_line.items() if m}, sorted(stray)
+
+
+def _line_of(box: Box, frame: CameraFrame) -> int | None:
+    cx, cy = sum(p[0] for p in box) / 4, sum(p[1] for p in box) / 4
+    for k, true_box in enumerate(frame.boxes):
+        x0, y0, x1, y1 = _extent(true_box)
+        grow = (y1 - y0) / 2
+        if x0 - grow <= cx <= x1 + grow and y0 <= cy <= y1:
+            return k
+    return None
+
+
+def _extent(box: Box) -> tuple[float, float, float, float]:
+    xs, ys = [p[0] for p in box], [p[1] for p in box]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def read_texts(lines: Sequence[Line], frame: CameraFrame) -> list[str]:
+    """A read as a client shows it per true line: the line's items joined; stray items as they are."""
+    items = [(line.text, line.box) for line in lines]
+    by_line, stray = compose(items, frame)
+    return ["".join(text_key(items[i][0]) for i in members) for members in by_line.values()] + [
+        items[i][0] for i in stray
+    ]
+
+
+def line_events(events: Sequence[TextEvent], frames: Sequence[CameraFrame]) -> list[TextEvent]:
+    """The events as a client following them shows each true line, to score with :func:`score_events`.
+
+    The client holds the confirmed tracks (text, box). After the events of a frame, the tracks
+    that make up a true line of that frame (:func:`compose`) show the line as their texts joined;
+    when that differs from what the line showed, it is one event (the triggering event with the
+    joined text). A track in no true line is its own line. A ``gone`` is reported for a line's
+    text once the last track that showed it is gone. With one track per line (the model reads a
+    line as one line) this is the events unchanged.
+    """
+    tracks: dict[int, TextEvent] = {}  # confirmed track -> its latest appeared/changed
+    shown_in: dict[int, tuple[str, str]] = {}  # track -> (the line it shows, that line's text)
+    shown: dict[str, str] = {}  # line -> the text it shows
+    out: list[TextEvent] = []
+    for frame_id, batch in itertools.groupby(events, key=lambda e: e.frame_id):
+        touched: set[int] = set()
+        for e in batch:
+            if e.event != "gone":
+                tracks[e.track_id] = e
+                touched.add(e.track_id)
+                continue
+            tracks.pop(e.track_id, None)
+            where, text = shown_in.pop(e.track_id, (f"track{e.track_id}", e.text))
+            if all(w != where for w, _ in shown_in.values()):
+                shown.pop(where, None)
+                out.append(e.model_copy(update={"text": text}))
+        if not touched:
+            continue
+        ids = list(tracks)
+        by_line, stray = compose([(tracks[t].text, tracks[t].box or []) for t in ids], frames[frame_id])
+        groups = [(f"line{k}", [ids[i] for i in members]) for k, members in by_line.items()]
+        groups += [(f"track{ids[i]}", [ids[i]]) for i in stray]
+        for where, members in groups:
+            trigger = next((t for t in members if t in touched), None)
+            if trigger is None:
+                continue
+            text = "".join(text_key(tracks[t].text) for t in members)
+            for t, (line, _) in list(shown_in.items()):
+                if line == where and t not in members:  # replaced: it shows only itself now
+                    shown_in[t] = (f"track{t}", tracks[t].text)
+            shown_in.update((t, (where, text)) for t in members)
+            if shown.get(where) != text:
+                shown[where] = text
+                out.append(tracks[trigger].model_copy(update={"text": text}))
+    return out
+
+
+@dataclass(slots=True)
+class ServiceRun:
+    answers: dict[int, ResultAnswer | ErrorAnswer] = field(default_factory=dict)
+    events: list[TextEvent] = field(default_factory=list)
+    received_s: list[float] = field(default_factory=list)  # when each event came, s since the first send
+    late_s: float = 0.0  # how far behind real time the sender fell at worst
+    wall_s: float = 0.0
+
+
+async def stream_scene(url: str, frames: Sequence[CameraFrame], stream_id: str, events: bool) -> ServiceRun:
+    """``frames`` sent in real time (``ts`` = capture time) over one WebSocket; answers and events kept."""
+    run = ServiceRun()
+    async with OCRStreamClient(url, stream_id=stream_id, events=events, max_in_flight=100_000) as client:
+        t0 = time.perf_counter()
+
+        async def answers() -> None:
+            async for answer in client.results():
+                run.answers[answer.frame_id] = answer  # type: ignore[index]
+
+        async def texts() -> None:
+            async for event in client.events():
+                run.events.append(event)
+                run.received_s.append(round(time.perf_counter() - t0, 3))
+
+        tasks = [asyncio.create_task(answers()), *([asyncio.create_task(texts())] if events else [])]
+        for frame in frames:
+            delay = frame.ts - (time.perf_counter() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            run.late_s = max(run.late_s, -delay)
+            await client.send(frame.jpeg, ts=frame.ts)
+        await client.close(timeout=60.0)
+        await asyncio.gather(*tasks)
+        run.wall_s = time.perf_counter() - t0
+    return run
+
+
+def reads_of(run: ServiceRun) -> list[tuple[int, list[Line]]]:
+    return [
+        (i, a.lines or [])
+        for i, a in sorted(run.answers.items())
+        if isinstance(a, ResultAnswer) and a.status == "ok"
+    ]
+
+
+def score_service(
+    frames: Sequence[CameraFrame], run: ServiceRun, config: EventsConfig, reads_without_events: int | None
+) -> dict[str, Any]:
+    """One stream of the real service against its ground truth (see ``--service``)."""
+    segs = segments(true_lines(frames), round(config.gone_after_s * FPS))
+    shown_events = line_events(run.events, frames)
+    scored = score_events(shown_events, segs)
+    delays, wrong, missed = scored.pop("delays"), scored.pop("wrong_events"), scored.pop("missed")
+    reads = [(i, read_texts(lines, frames[i])) for i, lines in reads_of(run)]
+    still = [f.text for f in frames if not f.moving]
+    changes = 1 + sum(a != b for a, b in itertools.pairwise(still))  # the first text counts as one
+    bait = [f.bait is not None for f in frames]
+
+    def truth(i: int) -> list[str]:
+        return [text_key(t) for t in frames[i].lines]
+
+    def near(first: int, last: int) -> list[dict[str, Any]]:
+        return [{"frame": i, "read": texts} for i, texts in reads if first <= i <= last][:8]
+
+    bait_reads = [(i, texts) for i, texts in reads if bait[i]]
+    out = scored | {
+        "frames": len(frames),
+        "answered": len(run.answers),
+        "outcomes": dict(Counter(_outcome(a) for a in run.answers.values())),
+        "error_messages": sorted({a.message for a in run.answers.values() if isinstance(a, ErrorAnswer)})[:5],
+        "bait_frames": sum(bait),
+        "bait_reads": len(bait_reads),
+        "bait_reads_misread": sum(sorted(texts) != sorted(truth(i)) for i, texts in bait_reads),
+        "false_events_touching_bait": sum(
+            any(
+                bait[
+                    shown_events[n].first_frame_id or shown_events[n].frame_id : shown_events[n].frame_id + 1
+                ]
+            )
+            for n in wrong
+        ),
+        "delay_frames": {
+            "p50": percentile(delays, 50),
+            "p90": percentile(delays, 90),
+            "max": max(delays, default=None),
+        },
+        "delays": delays,
+        "changes": changes,
+        "reads": len(reads),
+        "reads_without_events": reads_without_events,
+        "extra_reads_per_change": round((len(reads) - changes) / changes, 3),
+        "reads_added_by_events_per_change": None
+        if reads_without_events is None
+        else round((len(reads) - reads_without_events) / changes, 3),
+        "texts_in_view": len({text_key(s.text) for s in segs}),
+        **{f"per_frame_{k}": v for k, v in shown_per_frame(reads, segs).items()},
+        **{f"events_{k}": v for k, v in shown_by_events(shown_events, segs).items()},
+        "raw_events": len(run.events),
+        "sender_late_max_s": round(run.late_s, 3),
+        "wall_s": round(run.wall_s, 1),
+        "wrong": [
+            {
+                "event": shown_events[n].model_dump(exclude_none=True, exclude={"type", "box"}),
+                "truth": frames[shown_events[n].frame_id].lines,
+                "reads": near(shown_events[n].first_frame_id or 0, shown_events[n].frame_id),
+            }
+            for n in wrong
+        ],
+        "missed": [
+            {
+                "text": segs[k].text,
+                "frames": [segs[k].first, segs[k].last],
+                "reads": near(segs[k].first, segs[k].last),
+                "events": [
+                    e.model_dump(exclude_none=True, exclude={"type", "box"})
+                    for e in run.events
+                    if segs[k].first <= e.frame_id <= segs[k].last
+                ],
+            }
+            for k in missed
+        ],
+        "read_log": [[i, [line.text for line in lines]] for i, lines in reads_of(run)],
+        "event_log": [
+            e.model_dump(exclude_none=True, exclude={"type"})
+            | {"received_s": t, "truth": " | ".join(frames[e.frame_id].lines)}
+            for e, t in zip(run.events, run.received_s, strict=True)
+        ],
+    }
+    out["goals_met"] = goals_met(out)
+    return out
+
+
+def _outcome(answer: ResultAnswer | ErrorAnswer) -> str:
+    if isinstance(answer, ErrorAnswer):
+        return f"error:{answer.code}"
+    return "ok" if answer.status == "ok" else f"skipped:{answer.reason}"
+
+
+def goals_met(r: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "precision": r["precision"] >= GOALS["precision_min"],
+        "recall": r["recall"] >= GOALS["recall_min"],
+        # a false event from bait: its agreeing reads include a bait frame (a misread confirmed
+        # on frames without bait is the model's, counted in false_events_from_bait: never in view)
+        "bait_false_events": r["false_events_touching_bait"] <= GOALS["bait_false_events_max"],
+        "delay_frames_p50": r["delay_frames"]["p50"] <= GOALS["delay_frames_p50_max"],
+    }
+
+
+def run_service(args: argparse.Namespace) -> dict[str, Any]:
+    """Every scene's streams through the real application, one stream at a time."""
+    config = AppConfig.from_file(ROOT / "configs" / "serve.yaml").sampler.events
+    t = time.monotonic()
+    streams = {
+        (scene, k): list(iter_scene(scene, args.seconds, FPS, seed=args.seed + k, bait=True, hold_s=hold))
+        for scene, hold in SERVICE_SCENES.items()
+        for k in range(args.streams)
+    }
+    print(f"rendered {sum(map(len, streams.values()))} frames in {time.monotonic() - t:.0f} s", flush=True)
+    wait_for_no_ray()
+    report: dict[str, Any] = {
+        "config": config.model_dump(),
+        "stream": {"fps": FPS, "seconds": args.seconds, "streams_per_scene": args.streams, "seed": args.seed},
+        "hold_s": SERVICE_SCENES,
+        "goals": GOALS,
+        "machine_at_start": machine_info(),
+        "scenes": {},
+    }
+    with running_app(port=args.port) as url:
+        warm = analyse(asyncio.run(closed_loop_latency(url, frame_pool(5, seed=7), 5, stream_fps=30.0)))
+        if not warm["totals"]["outcomes"]["counts"].get(READ):
+            raise RuntimeError(f"the warm-up read nothing: {warm['totals']['outcomes']}")
+        for (scene, k), frames in streams.items():
+            without = None
+            if args.compare:
+                plain = asyncio.run(stream_scene(url, frames, f"events-off-{scene}-{k}", events=False))
+                without = len(reads_of(plain))
+            run = asyncio.run(stream_scene(url, frames, f"events-{scene}-{k}", events=True))
+            r = score_service(frames, run, config, without) | {
+                "loadavg_1min_after": machine_info()["loadavg_1min"]
+            }
+            report["scenes"].setdefault(scene, []).append(r)
+            print(
+                f"{scene:9s} seed {args.seed + k}: precision {r['precision']:.3f} recall {r['recall']:.3f} "
+                f"({r['found']}/{r['expected']}) false {r['false_events']} "
+                f"(bait {r['false_events_touching_bait']}, never in view {r['false_events_from_bait']}) "
+                f"delay p50 {r['delay_frames']['p50']} "
+                f"p90 {r['delay_frames']['p90']} | reads {r['reads']} (events off {without}) changes "
+                f"{r['changes']} | shown per-frame {r['per_frame_distinct_texts_shown']} (flicker "
+                f"{r['per_frame_flicker']}) events {r['events_distinct_texts_shown']} (flicker "
+                f"{r['events_flicker']}) of {r['texts_in_view']} | {r['outcomes']}",
+                flush=True,
+            )
+    return report
+
+
+def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The streams of one scene together."""
+    summed = [
+        "events", "true_events", "false_events", "false_events_from_bait", "false_events_touching_bait",
+        "expected", "found", "texts_due", "texts_announced", "gone_due", "gone_found", "frames",
+        "bait_frames", "bait_reads", "bait_reads_misread", "changes", "reads", "raw_events", "texts_in_view",
+        "per_frame_distinct_texts_shown", "per_frame_display_changes", "per_frame_flicker",
+        "events_distinct_texts_shown", "events_display_changes", "events_flicker",
+    ]  # fmt: skip
+    out: dict[str, Any] = {key: sum(r[key] for r in runs) for key in summed}
+    delays = [d for r in runs for d in r["delays"]]
+    without = [r["reads_without_events"] for r in runs]
+    out |= {
+        "streams": len(runs),
+        "precision": round(out["true_events"] / out["events"], 4) if out["events"] else 1.0,
+        "recall": round(out["found"] / out["expected"], 4) if out["expected"] else 1.0,
+        "delay_frames": {
+            "p50": percentile(delays, 50),
+            "p90": percentile(delays, 90),
+            "max": max(delays, default=None),
+        },
+        "extra_reads_per_change": round((out["reads"] - out["changes"]) / out["changes"], 3),
+        "reads_without_events": None if None in without else sum(without),
+    }
+    if out["reads_without_events"] is not None:
+        out["reads_added_by_events_per_change"] = round(
+            (out["reads"] - out["reads_without_events"]) / out["changes"], 3
+        )
+    out["goals_met"] = goals_met(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=120.0, help="length of each stream")
-    parser.add_argument("--streams", type=int, default=4, help="streams per scene")
+    parser.add_argument("--service", action="store_true", help="the real service on rendered streams")
+    parser.add_argument("--seconds", type=float, help="length of each stream (120; --service: 75)")
+    parser.add_argument("--streams", type=int, help="streams per scene (4; --service: 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--no-compare", dest="compare", action="store_false", help="--service: skip the events-off runs"
+    )
+    parser.add_argument("--port", type=int, default=8123, help="--service: port of the application")
+    parser.add_argument(
+        "--out", type=Path, help="JSON written (events_sim.json; --service: events_service.json)"
+    )
     args = parser.parse_args(argv)
+    command = " ".join(["python -m bench.events", *(argv if argv is not None else sys.argv[1:])])
+    if args.service:
+        args.seconds, args.streams = args.seconds or 75.0, args.streams or 1
+        report = {"command": command, "started": time.time()} | run_service(args)
+        report["totals"] = {scene: pooled(runs) for scene, runs in report["scenes"].items()}
+        write_json(args.out or SERVICE_OUT, report)
+        for scene, r in report["totals"].items():
+            print(f"{scene:9s} goals met: {r['goals_met']}")
+        return
+    args.seconds, args.streams = args.seconds or 120.0, args.streams or 4
     config = EventsConfig()
     report: dict[str, Any] = {
-        "command": " ".join(["python -m bench.events", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command,
         "config": config.model_dump(),
         "stream": {
             "fps": FPS,
@@ -502,7 +909,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"(flicker {r['per_frame_flicker']}) events {r['events_distinct_texts_shown']} "
                 f"(flicker {r['events_flicker']})"
             )
-    write_json(args.out, report)
+    write_json(args.out or OUT, report)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,23 @@
 """Many connections: K mostly idle streams, opened gradually, held; how many with p99 bounded?
 
-    python -m bench.many_connections                       # stand-in model, 1 frame/s per stream
-    python -m bench.many_connections --frame-interval 30   # nearly idle streams: the connection count
+    flock /tmp/ray.lock python -m bench.many_connections --steps 500,1000,2000,5000 --frame-interval 30
+    python -m bench.many_connections --target 5000         # one step: stand-in model, 1 frame/s per stream
     python -m bench.many_connections --real-model          # PaddleOCR instead of the stand-in
 
-Opens streams at ``--ramp`` a second up to ``--target``, then holds ``--hold``
-seconds. Every stream sends one small JPEG (160x120, new text each time) every
-``--frame-interval`` seconds; every ``--ping-every``-th stream pings once a
-second. When the read latency p99 (frames answered in the last 3 s) stays over
+Opens streams at ``--ramp`` a second up to each of ``--steps`` in turn (or
+``--target``), holding each step ``--hold`` seconds. Before the load, the
+single frame: ``PROBE_STREAMS`` new streams, one after the other, each send
+one frame (its first, so it is read) and the read time (send -> answer) is
+taken. In the middle of each step's hold, the same probe: a step holds when
+the probe's read p50 is within 2x the single frame's and every stream of the
+step is open; after the first step that fails, no more streams are opened
+(the open ones are held to the end of the schedule). Every stream sends one
+small JPEG (160x120, new text each time) every ``--frame-interval`` seconds;
+every ``--ping-every``-th stream pings once a second. Without ``--steps``:
+when the read latency p99 (frames answered in the last 3 s) stays over
 ``--bound-ms`` for 3 s, no more streams are opened (``--no-stop`` keeps
-ramping) and the streams open so far are held.
+ramping) and the streams open so far are held; with ``--steps`` that breach
+is only recorded.
 
 By default the model is the do-nothing stand-in (bench/standin.py): this
 measures the serving path, not PaddleOCR. All clients are tenant
@@ -37,10 +45,21 @@ from bench.common import (
     process_cpu,
     raise_nofile,
     running_app,
+    summary,
     wait_for_no_ray,
     write_json,
 )
-from bench.loadgen import READ, LoadGen, LoadSpec, Phase, analyse, frame_pool, print_totals
+from bench.loadgen import (
+    READ,
+    LoadGen,
+    LoadSpec,
+    Phase,
+    analyse,
+    closed_loop_latency,
+    frame_pool,
+    phase_bounds,
+    print_totals,
+)
 from bench.plots import plot_runs
 from bench.standin import StandInModel
 
@@ -52,6 +71,7 @@ APP_ARGS: dict[str, Any] = {
     }
 }
 WINDOW_S = 3.0
+PROBE_STREAMS = 5
 
 
 class BreachWatch:
@@ -107,11 +127,74 @@ def hold_stats(analysis: dict[str, Any], since: float) -> dict[str, Any]:
     }
 
 
+def steps_phases(steps: list[int], ramp: float, hold: float) -> list[Phase]:
+    previous, phases = 0, []
+    for n in steps:
+        phases.append(Phase(n, (n - previous) / ramp + hold, ramp_per_s=ramp))
+        previous = n
+    return phases
+
+
+async def probe(url: str, frames: list[bytes]) -> dict[str, Any]:
+    """New streams one after the other, one frame each (``frames[i]``): its read latency."""
+    ms, outcomes = [], []
+    for image in frames[:PROBE_STREAMS]:
+        record = (await closed_loop_latency(url, [image], 1)).streams[0].frames[0]
+        outcomes.append(record.outcome)
+        if record.answered is not None and record.outcome == READ:
+            ms.append((record.answered - record.sent) * 1000.0)
+    return {"read_ms": summary(ms), "outcomes": outcomes}
+
+
+async def step_probes(
+    url: str, frames: list[bytes], gen: LoadGen, steps: list[int], hold: float, single_ms: float
+) -> list[dict[str, Any]]:
+    """One probe in the middle of each step's hold; the first step that fails stops the opening."""
+    out = []
+    for n, (_, end) in zip(steps, phase_bounds(gen.spec.phases), strict=True):
+        await asyncio.sleep(max(0.0, end - hold / 2 - gen.now()))
+        if gen.stopped_opening_at is not None:
+            break
+        row = await probe(url, frames)
+        out.append({"streams": n, "open_connections": gen.open_connections, "t": round(gen.now(), 1), **row})
+        if not (row["read_ms"]["p50"] <= 2.0 * single_ms and gen.open_connections >= n):
+            gen.stop_opening()
+    return out
+
+
+def step_verdicts(
+    analysis: dict[str, Any], probes: list[dict[str, Any]], single_ms: float, steps: list[int]
+) -> list[dict[str, Any]]:
+    out = []
+    for n, phase in zip(steps, analysis["phases"], strict=True):
+        found = [p for p in probes if p["streams"] == n]
+        p50 = found[0]["read_ms"]["p50"] if found else None
+        start, end = phase["window_s"]
+        seconds = [r["open_connections"] for r in analysis["timeseries"] if start <= r["t"] < end]
+        opened = max(seconds, default=0)
+        ratio = round(p50 / single_ms, 2) if p50 is not None and single_ms else None
+        holds = bool(ratio is not None and ratio <= 2.0 and opened >= n)
+        out.append(
+            {
+                "streams": n,
+                "open_connections_max": opened,
+                "new_stream_read_p50_ms": p50,
+                "over_single_frame": ratio,
+                "read_latency_ms": phase["read_latency_ms"],
+                "outcomes": phase["outcomes"]["counts"],
+                "holds": holds,
+            }
+        )
+    return out
+
+
 async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dict[str, Any]:
-    ramp_s = args.target / args.ramp
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else [args.target]
+    probe_frames = frame_pool(PROBE_STREAMS, width=160, height=120, quality=80, seed=99)
+    single = await probe(url, probe_frames)
     spec = LoadSpec(
         url=url,
-        phases=[Phase(args.target, ramp_s + args.hold, ramp_per_s=args.ramp)],
+        phases=steps_phases(steps, args.ramp, args.hold),
         frames=frame_pool(args.pool, width=160, height=120, quality=80, seed=args.seed),
         fps=1.0 / args.frame_interval,
         ping_interval_s=1.0,
@@ -123,16 +206,28 @@ async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dic
     )
     machine = machine_info()
     before = process_cpu()
-    result = await LoadGen(spec).run(monitor=watch)
+    gen = LoadGen(spec)
+    running = asyncio.create_task(gen.run(monitor=watch))
+    await asyncio.sleep(0)  # the run has started its clock
+    probes = await step_probes(url, probe_frames, gen, steps, args.hold, single["read_ms"]["p50"])
+    result = await running
     analysis = analyse(result)
     analysis["machine_at_start"] = machine
     analysis.pop("per_stream")  # thousands of rows; the totals say it
     analysis["cpu_s_by_process"] = cpu_delta(before, process_cpu())
-    hold_from = min(ramp_s, result.stopped_opening_at or ramp_s)
+    ramp_end = sum(p.duration_s for p in spec.phases) - args.hold
+    hold_from = min(ramp_end, result.stopped_opening_at or ramp_end)
+    single_ms = single["read_ms"]["p50"]
+    verdicts = step_verdicts(analysis, probes, single_ms, steps)
+    analysis["single_frame"] = single
+    analysis["probes"] = probes
+    analysis["steps"] = verdicts
     analysis["result"] = {
+        "most_streams_held": max((v["streams"] for v in verdicts if v["holds"]), default=0),
+        "single_frame_read_p50_ms": single_ms,
         **held(analysis, args.bound_ms),
         "bound_ms": args.bound_ms,
-        "target_connections": args.target,
+        "target_connections": steps[-1],
         "stopped_opening_at_s": result.stopped_opening_at,
         "connections_at_breach": watch.connections_at_breach,
         "hold": hold_stats(analysis, hold_from),
@@ -149,7 +244,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--target", type=int, default=5000, help="connections to open")
+    parser.add_argument("--target", type=int, default=5000, help="connections to open (one step)")
+    parser.add_argument("--steps", default=None, help="connections per step, e.g. 500,1000,2000,5000")
     parser.add_argument("--ramp", type=float, default=500.0, help="connections opened per second")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds held after the ramp")
     parser.add_argument(
@@ -167,12 +263,13 @@ def main() -> None:
     args = parser.parse_args()
 
     label = args.label or f"{'real' if args.real_model else 'standin'}_every_{args.frame_interval:g}s"
-    nofile = raise_nofile(4 * args.target + 4096)  # before Ray starts: its workers inherit it
+    most = max(int(s) for s in args.steps.split(",")) if args.steps else args.target
+    nofile = raise_nofile(4 * most + 4096)  # before Ray starts: its workers inherit it
     wait_for_no_ray()
     model_cls = None
     if not args.real_model:
         model_cls = StandInModel
-    watch = BreachWatch(args.bound_ms, enabled=not args.no_stop)
+    watch = BreachWatch(args.bound_ms, enabled=not (args.no_stop or args.steps))
     started = time.time()
     with running_app(APP_ARGS, model_cls=model_cls, port=args.port) as url:
         analysis = asyncio.run(measure(url, args, watch))

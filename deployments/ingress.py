@@ -15,6 +15,7 @@ import functools
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
@@ -103,6 +104,7 @@ class StreamIngress:
         self._reads = ReadBatcher(sampler.options(stream=True).read.remote)
         self._sampling = sampling
         self._detector = ChangeDetector(sampling.dedup)
+        self._compare = ThreadPoolExecutor(config.compare_threads, thread_name_prefix="compare")
         self._sessions: dict[StreamSession, WebSocket] = {}
         self._expiry: asyncio.Task[None] | None = None
         self._draining = asyncio.Event()
@@ -244,6 +246,7 @@ class StreamIngress:
             max_pixels=self._config.max_pixels,
             fps=fps,
             roi=roi,
+            executor=self._compare,
         )
         session = StreamSession(
             stream_id,

@@ -148,6 +148,14 @@ class IngressConfig(BaseConfig):
     frame_deadline_s: float = Field(
         10.0, gt=0, description="No frame waits longer than this for its answer (`overloaded` then)."
     )
+    compare_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker threads of an ingress replica that decode and compare frames (change "
+        "detection). Frames wait for them newest-wins, so this bounds the CPU dedup takes; more "
+        "threads use more cores but take the event loop's share of the GIL.",
+    )
     shed_lag_s: float = Field(
         0.05,
         gt=0,

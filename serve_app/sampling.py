@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,6 +118,7 @@ class StreamSampler:
         roi: Roi | None = None,
         tracker: Tracker | None = None,
         emit: EventFn | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
         self._detector = detector
@@ -128,6 +130,7 @@ class StreamSampler:
         self.roi = roi
         self.tracker = tracker
         self._emit = emit
+        self._executor = executor  # where frames are decoded and compared (the replica's compare threads)
         self._ref: _Reference | None = None
         self._reading = False
         self._next: Job | None = None  # arrived, waiting for the compare in progress or a compare token
@@ -209,14 +212,16 @@ class StreamSampler:
         meanwhile changes the reference: the frame is compared again with the one that stands.
         """
         ref = self._ref
+        loop = asyncio.get_running_loop()
         try:
-            fingerprint, same = await asyncio.to_thread(self._fingerprint_and_compare, job.image, ref)
+            work = loop.run_in_executor(self._executor, self._fingerprint_and_compare, job.image, ref)
+            fingerprint, same = await work
         except ProtocolError as exc:
             self._fail(job, exc.code, exc.message)
             return None
         while self._ref is not ref:
             ref = self._ref
-            same = await asyncio.to_thread(self._compare, ref, fingerprint)
+            same = await loop.run_in_executor(self._executor, self._compare, ref, fingerprint)
         return fingerprint, same
 
     def _fingerprint_and_compare(self, image: bytes, ref: _Reference | None) -> tuple[Any, bool]:

@@ -18,6 +18,7 @@ import multiprocessing
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,11 +170,18 @@ class Service:
         admission = Admission(self.config, read=Model(self.rng, scenario["fail"], scenario["hang"]))
         self.reads = ReadBatcher(Sampler(admission, self.rng, scenario["fail"]).read)
         self.detector = Detector(self.rng)
+        self.compare = ThreadPoolExecutor(1)  # as an ingress replica has: one compare thread
 
     def sampler(self, stream: str, answer: Any, emit: Any) -> StreamSampler:
         read = lambda job, roi: self.reads.read(stream, job, roi)  # noqa: E731
         return StreamSampler(
-            self.config, detector=self.detector, read=read, answer=answer, emit=emit, max_pixels=10**8
+            self.config,
+            detector=self.detector,
+            read=read,
+            answer=answer,
+            emit=emit,
+            max_pixels=10**8,
+            executor=self.compare,
         )
 
 
