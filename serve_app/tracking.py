@@ -69,6 +69,9 @@ def _moved(b: Bounds, dx: float, dy: float) -> Bounds:
     return b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy
 
 
+_CLOCK_RESTART_S = 2.0  # a capture clock that goes back further than this restarted
+
+
 @dataclass(frozen=True, slots=True)
 class _Read:
     text: str
@@ -213,10 +216,14 @@ class TextTracker:
     # --- internals ----------------------------------------------------------
 
     def _advance(self, ts: float) -> float:
-        # A capture clock that goes back (a restarted camera) does not turn stream time back.
-        if self._last_ts is not None:
-            self._clock += max(0.0, ts - self._last_ts)
-        self._last_ts = ts
+        # Answers come out of frame order (skips at once, reads later): time advances only past the
+        # newest ts seen. A clock that goes back further than a restart gap (a restarted camera)
+        # starts again from there, without turning stream time back.
+        if self._last_ts is None or ts < self._last_ts - _CLOCK_RESTART_S:
+            self._last_ts = ts
+        elif ts > self._last_ts:
+            self._clock += ts - self._last_ts
+            self._last_ts = ts
         return self._clock
 
     def _match(self, reads: list[_Read]) -> dict[int, _Read]:
