@@ -80,6 +80,13 @@ APP_ARGS: dict[str, Any] = {
     "ingress": {"security": {"limits": _LIMITS}},
     "sampler": {"max_fps": 10_000.0},
 }
+# gpu: as a GPU deployment is configured (configs/serve.gpu.yaml): the model's batch, two batches in flight.
+PART_APP_ARGS: dict[str, dict[str, Any]] = {
+    "gpu": {
+        "ocr": {"max_batch_size": GPUShapedModel.MAX_BATCH},
+        "sampler": {"max_reads_in_flight": 2 * GPUShapedModel.MAX_BATCH},
+    }
+}
 RATE, DUPLICATE = "skipped:rate", "skipped:duplicate"
 PATHS = ("read", "rate", "duplicate")
 GOALS_MS = {"rate": 0.5, "duplicate": 3.0, "read": 5.0}
@@ -280,15 +287,18 @@ def floor_app(port: int, overrides: dict[str, Any]) -> Iterator[str]:
         yield app["urls"]["port_8000"]
 
 
-def service(model_cls: type) -> Callable[[int, dict[str, Any]], AbstractContextManager[str]]:
-    return lambda port, overrides: running_app(_merged(APP_ARGS, overrides), model_cls=model_cls, port=port)
+def service(
+    model_cls: type, app_args: dict[str, Any] | None = None
+) -> Callable[[int, dict[str, Any]], AbstractContextManager[str]]:
+    base = _merged(APP_ARGS, app_args or {})
+    return lambda port, overrides: running_app(_merged(base, overrides), model_cls=model_cls, port=port)
 
 
 PARTS: dict[str, tuple[str, Callable[[int, dict[str, Any]], AbstractContextManager[str]], Any]] = {
     "floor": ("StandInIngress (bench/serving_paths.py): answers every frame itself", floor_app, floor),
     "paths": ("StandInModel (bench/standin.py)", service(StandInModel), paths),
     "streams": ("StandInModel (bench/standin.py)", service(StandInModel), streams),
-    "gpu": ("GPUShapedModel (bench/standin.py)", service(GPUShapedModel), gpu),
+    "gpu": ("GPUShapedModel (bench/standin.py)", service(GPUShapedModel, PART_APP_ARGS["gpu"]), gpu),
 }
 
 
@@ -394,7 +404,7 @@ def main() -> None:
             report[part] = result | {
                 "model": f"{model}: a stand-in, not PaddleOCR",
                 "command": "python -m bench.ceiling " + " ".join(sys.argv[1:]),
-                "app_args_overrides": _merged(APP_ARGS, overrides),
+                "app_args_overrides": _merged(_merged(APP_ARGS, PART_APP_ARGS.get(part, {})), overrides),
                 "started": started,
                 "machine": machine_info(),
             }

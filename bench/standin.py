@@ -9,8 +9,8 @@ from typing import Any
 from ray import serve
 
 from serve_app.config import OCRConfig
-from serve_app.jobs import ReaderInfo, ReadReply
-from serve_app.protocol import Roi
+from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
+from serve_app.reads import Replies, replies_as_completed
 
 
 class StandInModel:
@@ -19,9 +19,11 @@ class StandInModel:
     def __init__(self, config: OCRConfig, *, max_pixels: int) -> None:
         self._config = config
 
-    async def read(
-        self, image: bytes, roi: Roi | None = None, demand: tuple[str, int] | None = None
-    ) -> ReadReply:
+    async def read(self, requests: list[ReadRequest], demand: tuple[str, int] | None = None) -> Replies:
+        async for replies in replies_as_completed(requests, self._read_one):
+            yield replies
+
+    async def _read_one(self, request: ReadRequest) -> ReadReply:
         return ReadReply(lines=[])
 
     def info(self) -> ReaderInfo:
@@ -41,15 +43,27 @@ class GPUShapedModel(StandInModel):
     """
 
     BATCH_S = 0.025
+    MAX_BATCH = 16
 
-    async def read(
-        self, image: bytes, roi: Roi | None = None, demand: tuple[str, int] | None = None
-    ) -> ReadReply:
+    def __init__(self, config: OCRConfig, *, max_pixels: int) -> None:
+        super().__init__(config, max_pixels=max_pixels)
+        self._free_at = 0.0
+
+    async def _read_one(self, request: ReadRequest) -> ReadReply:
         return await self._read_batch(time.time())
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=0.005)
     async def _read_batch(self, queued: list[float]) -> list[ReadReply]:
-        start = time.time()
+        start, free_at = time.time(), self._free_at
         await asyncio.sleep(self.BATCH_S)
-        ocr_ms = (time.time() - start) * 1000.0
-        return [ReadReply(lines=[], ocr_ms=ocr_ms, queue_ms=(start - q) * 1000.0) for q in queued]
+        self._free_at = time.time()
+        ocr_ms = (self._free_at - start) * 1000.0
+        return [
+            ReadReply(
+                lines=[],
+                ocr_ms=ocr_ms,
+                queue_ms=(start - q) * 1000.0,
+                backlog_ms=max(0.0, free_at - q) * 1000.0,
+            )
+            for q in queued
+        ]

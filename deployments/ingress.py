@@ -31,7 +31,7 @@ import serve_app
 from serve_app.config import IngressConfig, SamplerConfig
 from serve_app.dedup import ChangeDetector
 from serve_app.images import probe
-from serve_app.jobs import Job, ReaderInfo
+from serve_app.jobs import Job, ReaderInfo, ReadReply
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import (
     PROTOCOL_VERSION,
@@ -179,7 +179,8 @@ class StreamIngress:
             probe(image, self._config.max_pixels)
             now = time.time()
             job = Job(seq=1, frame_id=frame_id, image=image, ts=now, received=now)
-            answer = read_answer(job, await self._reads.read(f"http:{uuid.uuid4().hex}", job), now)
+            reply = await self._reads.read(f"http:{uuid.uuid4().hex}", job.image, job.received)
+            answer = read_answer(job, reply, now)
         except ProtocolError as exc:
             exc.frame_id = frame_id
             return JSONResponse(exc.to_answer().model_dump(mode="json"), status_code=_HTTP_STATUS[exc.code])
@@ -228,6 +229,9 @@ class StreamIngress:
             await ws.accept()
             await self._serve_stream(ws, stream_id, lease.quota, fps=fps, events=events, roi=roi)
 
+    async def _read_frame(self, stream_id: str, job: Job, roi: Roi | None) -> ReadReply:
+        return await self._reads.read(stream_id, job.image, job.received, roi)
+
     async def _serve_stream(
         self,
         ws: WebSocket,
@@ -242,7 +246,7 @@ class StreamIngress:
             StreamSampler,
             self._sampling,
             detector=self._detector,
-            read=functools.partial(self._reads.read, stream_id),
+            read=functools.partial(self._read_frame, stream_id),
             max_pixels=self._config.max_pixels,
             fps=fps,
             roi=roi,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,10 +23,11 @@ from ray import serve
 from serve_app.autoscaling import DEMAND, DemandBook
 from serve_app.config import OCRConfig
 from serve_app.images import decode_bgr
-from serve_app.jobs import ReaderInfo, ReadReply
+from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
 from serve_app.metrics import ModelMetrics
 from serve_app.protocol import ErrorCode, Line, ProtocolError, Roi
 from serve_app.reader import TextReader, choose_device
+from serve_app.reads import replies_as_completed
 
 logger = logging.getLogger("ray.serve")
 
@@ -50,6 +52,7 @@ class OCRModel:
         self._reader = TextReader(config, device)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddleocr")
         self._demand = DemandBook()
+        self._free_at = 0.0  # when the model thread finished its last batch (time.time())
         self._metrics = ModelMetrics()
         self._reader.read([warmup_image()])
         self._read_batch.set_max_batch_size(config.max_batch_size)
@@ -61,15 +64,21 @@ class OCRModel:
         return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
 
     async def read(
-        self, image: bytes, roi: Roi | None = None, demand: tuple[str, int] | None = None
-    ) -> ReadReply:
-        """Read one frame (only ``roi`` of it, if given; boxes stay in whole-frame pixels).
+        self, requests: list[ReadRequest], demand: tuple[str, int] | None = None
+    ) -> AsyncIterator[list[tuple[int, ReadReply]]]:
+        """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels); replies as they come.
 
-        ``demand`` is (sampler replica, reads it wants now), for autoscaling.
+        The frames of one call, and of all calls, go through ``@serve.batch``
+        together. ``demand`` is (sampler replica, reads it wants now), for
+        autoscaling.
         """
         if demand is not None:
             self._demand.report(*demand)
-        return await self._read_batch((image, roi, time.time()))
+        async for replies in replies_as_completed(requests, self._read_one):
+            yield replies
+
+    async def _read_one(self, request: ReadRequest) -> ReadReply:
+        return await self._read_batch((request.image, request.roi, time.time()))
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def _read_batch(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
@@ -88,7 +97,12 @@ class OCRModel:
 
     def _read_sync(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
         start = time.time()
-        replies = [ReadReply(queue_ms=(start - queued) * 1000.0) for _, _, queued in items]
+        replies = [
+            ReadReply(
+                queue_ms=(start - queued) * 1000.0, backlog_ms=max(0.0, self._free_at - queued) * 1000.0
+            )
+            for _, _, queued in items
+        ]
         images, readable, offsets = [], [], []
         for reply, (data, roi, _) in zip(replies, items, strict=True):
             try:
@@ -114,7 +128,8 @@ class OCRModel:
                         ErrorCode.INTERNAL,
                         "the model failed on this frame",
                     )
-        ocr_ms = (time.time() - start) * 1000.0
+        self._free_at = time.time()
+        ocr_ms = (self._free_at - start) * 1000.0
         for reply in replies:
             reply.ocr_ms = ocr_ms
         return replies

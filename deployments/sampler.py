@@ -4,9 +4,10 @@ Each stream's sampling (rate, dedup, latest frame wins, text events) runs where
 the stream lives, in its ingress session (serve_app/sampling.py); only frames
 to read come here, many streams' frames per call (serve_app/reads.py). This
 deployment shares the model between them fairly, sheds what cannot be read in
-time (``overloaded``) and reports demand for the model's autoscaling. It keeps
-no per-stream state that matters, so it runs several replicas behind Serve's
-default router, and losing one costs its reads in flight one retry.
+time (``overloaded``) and reports demand for the model's autoscaling; the reads
+it admits go to the model a batch per call. It keeps no per-stream state that
+matters, so it runs several replicas behind Serve's default router, and losing
+one costs its reads in flight one retry.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from serve_app.admission import Admission
 from serve_app.config import SamplerConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
 from serve_app.metrics import SamplerMetrics
+from serve_app.reads import ReadBatcher, Replies, replies_as_completed
 
 _TICK_S = 1.0  # metrics
 _EXPIRY_TICKS = 5  # idle streams are looked for every 5 ticks
@@ -35,8 +37,9 @@ DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
 
 
 class FrameSampler:
-    def __init__(self, config: SamplerConfig, *, ocr: DeploymentHandle) -> None:
+    def __init__(self, config: SamplerConfig, *, ocr: DeploymentHandle, model_batch: int) -> None:
         self._ocr = ocr
+        self._model = ReadBatcher(self._call_model, max_per_call=model_batch)
         self._admission = Admission(config, read=self._read)
         self._id = serve.get_replica_context().replica_id.unique_id
         self._metrics = SamplerMetrics()
@@ -46,8 +49,11 @@ class FrameSampler:
     def get_deployment_options(cls, config: SamplerConfig) -> dict[str, Any]:
         return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
 
-    async def _read(self, request: ReadRequest, demand: int) -> ReadReply:
-        return await self._ocr.read.remote(request.image, request.roi, (self._id, demand))
+    async def _read(self, request: ReadRequest) -> ReadReply:
+        return await self._model.read(request.stream_id, request.image, request.received, request.roi)
+
+    def _call_model(self, requests: list[ReadRequest]) -> Replies:
+        return self._ocr.options(stream=True).read.remote(requests, (self._id, self._admission.demand))
 
     async def _tick(self) -> None:
         reported, ticks = 0, 0
@@ -63,23 +69,8 @@ class FrameSampler:
         """Read each of ``requests`` (or answer it ``overloaded``); replies as they come, by request id."""
         if self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        replies: asyncio.Queue[tuple[int, ReadReply]] = asyncio.Queue()
-
-        async def one(request: ReadRequest) -> None:
-            replies.put_nowait((request.id, await self._admission.read(request)))
-
-        tasks = [asyncio.ensure_future(one(request)) for request in requests]
-        try:
-            remaining = len(requests)
-            while remaining:
-                batch = [await replies.get()]
-                while not replies.empty():
-                    batch.append(replies.get_nowait())
-                remaining -= len(batch)
-                yield batch
-        finally:
-            for task in tasks:
-                task.cancel()
+        async for replies in replies_as_completed(requests, self._admission.read):
+            yield replies
 
     async def ready(self) -> bool:
         return await self._ocr.ready.remote()

@@ -12,19 +12,15 @@ take any read, so the sampler runs as many replicas as it needs.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from serve_app.config import SamplerConfig
 from serve_app.jobs import ReadReply, ReadRequest
 from serve_app.protocol import ErrorCode
 
-logger = logging.getLogger(__name__)
-
-ModelFn = Callable[[ReadRequest, int], Awaitable[ReadReply]]  # (request, demand: reads wanted right now)
+ModelFn = Callable[[ReadRequest], Awaitable[ReadReply]]  # retries a failed call once itself (reads.py)
 
 
 @dataclass(slots=True, eq=False)
@@ -86,7 +82,7 @@ class Admission:
                 self._waiting.remove(waiter)
             raise
         try:
-            reply = await self._read_with_retry(request)
+            reply = await self._read_in_time(request)
         finally:
             self._release()
         self._adapt(reply)
@@ -109,39 +105,28 @@ class Admission:
     def _adapt(self, reply: ReadReply) -> None:
         """AIMD on the window: back off as soon as reads queue at the model.
 
-        A read that waited at the model for more than half a batch time means
-        the model replicas hold a backlog: shrink by a quarter. A read that
-        started at once while the window was full and reads were waiting means
-        there may be room: grow by 1/window (one slot per window of completed
-        reads). The window follows the model's capacity as replicas come and
-        go, with no replica count needed.
+        A read that waited behind earlier batches (``backlog_ms``; the wait for
+        its own batch to fill does not count, or a batching model would never
+        get more than one read) for more than half a batch time means the model
+        replicas hold a backlog: shrink by a quarter. A read that met no
+        backlog while the window was full and reads were waiting means there
+        may be room: grow by 1/window (one slot per window of completed reads).
+        The window follows the model's capacity as replicas come and go, with
+        no replica count needed.
         """
         low, high = self.config.min_reads_in_flight, self.config.max_reads_in_flight
         if reply.lines is None:
             return  # a failed read says nothing about capacity
         batch_ms = max(reply.ocr_ms, 1.0)  # a model that answers at once still counts as 1 ms
-        if reply.queue_ms > 0.5 * batch_ms:
+        if reply.backlog_ms > 0.5 * batch_ms:
             self._window = max(low, self._window * 0.75)
-        elif reply.queue_ms < 0.1 * batch_ms and self._in_flight + 1 >= int(self._window) and self._waiting:
+        elif reply.backlog_ms < 0.1 * batch_ms and self._in_flight + 1 >= int(self._window) and self._waiting:
             self._window = min(high, self._window + 1.0 / self._window)
 
-    async def _read_with_retry(self, request: ReadRequest) -> ReadReply:
-        """One retry when a replica fails (dies, restarts): never a retry storm."""
-        for attempt in (1, 2):
-            try:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
-                async with asyncio.timeout(self.config.read_timeout_s):
-                    return await self._read(request, self.demand)
-            except TimeoutError:
-                return ReadReply(
-                    error_code=ErrorCode.INTERNAL, error_message="the model did not answer in time"
-                )
-            except Exception as exc:  # a replica died or failed: Ray wraps it
-                logger.warning(
-                    "read for stream %s failed (attempt %d): %s", request.stream_id, attempt, _brief(exc)
-                )
-        return ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed to read this frame")
-
-
-def _brief(exc: Any) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    async def _read_in_time(self, request: ReadRequest) -> ReadReply:
+        try:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(self.config.read_timeout_s):
+                return await self._read(request)
+        except TimeoutError:
+            return ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model did not answer in time")

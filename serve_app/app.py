@@ -42,7 +42,7 @@ def compose(config: AppConfig, *, model_cls: type = OCRModel) -> Application:
         _args(config.ocr), max_pixels=max_pixels
     )
     sampler = serve.deployment(FrameSampler, **FrameSampler.get_deployment_options(config.sampler)).bind(
-        _args(config.sampler), ocr=ocr
+        _args(config.sampler), ocr=ocr, model_batch=config.ocr.max_batch_size
     )
     return serve.deployment(StreamIngress, **StreamIngress.get_deployment_options(config.ingress)).bind(
         _args(config.ingress), sampler=sampler, sampling=_args(config.sampler)

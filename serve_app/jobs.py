@@ -38,7 +38,10 @@ class ReadReply:
     error_message: str = ""
     overloaded: bool = False  # no read slot within the sampler's admission timeout
     ocr_ms: float = 0.0
-    queue_ms: float = 0.0
+    queue_ms: float = 0.0  # from arrival at the model replica to the start of its batch
+    # Of that, the time spent behind earlier batches (not waiting for its own batch to fill):
+    # the model's backlog, which admission adapts its window on.
+    backlog_ms: float = 0.0
 
 
 @dataclass(slots=True)

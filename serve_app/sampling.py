@@ -91,6 +91,9 @@ class _Candidate:
     fingerprint: Any = None
     compared: bool = False
     forced: bool = False  # the same content, read again because the text tracker asks to confirm
+    # Compared with a reference still being read (whole frame, no boxes): judged again with the
+    # boxes once that read lands, before it is read itself.
+    unboxed: _Reference | None = None
 
 
 def read_answer(job: Job, reply: ReadReply, started: float) -> ResultAnswer | ErrorAnswer:
@@ -201,12 +204,13 @@ class StreamSampler:
                 job, self._next = self._next, None
                 judged = await self._judge(job)
                 if judged is not None:
-                    self._decide(_Candidate(job, judged[0], compared=True), judged[1])
+                    fingerprint, same, unboxed = judged
+                    self._decide(_Candidate(job, fingerprint, compared=True, unboxed=unboxed), same)
         finally:
             self._comparing = False
 
-    async def _judge(self, job: Job) -> tuple[Any, bool] | None:
-        """(fingerprint, same as the reference), worked out off the event loop.
+    async def _judge(self, job: Job) -> tuple[Any, bool, _Reference | None] | None:
+        """(fingerprint, same as the reference, the reference if it had no lines yet), off the event loop.
 
         None, after an error answer, when the frame cannot be decoded. A read that starts or ends
         meanwhile changes the reference: the frame is compared again with the one that stands.
@@ -222,7 +226,7 @@ class StreamSampler:
         while self._ref is not ref:
             ref = self._ref
             same = await loop.run_in_executor(self._executor, self._compare, ref, fingerprint)
-        return fingerprint, same
+        return fingerprint, same, ref if ref is not None and ref.lines is None else None
 
     def _fingerprint_and_compare(self, image: bytes, ref: _Reference | None) -> tuple[Any, bool]:
         if not self.config.dedup.enabled:
@@ -280,6 +284,17 @@ class StreamSampler:
         self._ref = ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
         self._spawn(self._read_one(candidate.job, ref, candidate.forced))
 
+    async def _judge_again(self, candidate: _Candidate, ref: _Reference) -> None:
+        """A waiting frame judged changed against a read in flight, compared again now its boxes are known."""
+        loop = asyncio.get_running_loop()
+        same = await loop.run_in_executor(self._executor, self._compare, ref, candidate.fingerprint)
+        if self._candidate is not None:  # a newer frame became the candidate meanwhile
+            self._skip(candidate.job, SkipReason.SUPERSEDED, self._candidate.job.frame_id)
+            self._start()
+            return
+        candidate.unboxed = None
+        self._decide(candidate, same and self._ref is ref)
+
     def _token_ready(self) -> None:
         self._token_timer = None
         self._start()
@@ -298,6 +313,11 @@ class StreamSampler:
                 self._events(self.tracker.read(job.frame_id, job.ts, reply.lines, forced=forced))
             for follower in followers:
                 self._duplicate(follower, ref)
+            candidate = self._candidate
+            if candidate is not None and candidate.unboxed is ref and not candidate.forced and ref.lines:
+                self._candidate = None  # judged without boxes while this read was in flight: judge again
+                self._spawn(self._judge_again(candidate, ref))
+                return
         else:
             if self._ref is ref:
                 self._ref = None  # nothing to compare with: the next frame is read

@@ -310,7 +310,9 @@ class TextTracker:
         events = []
         kept = []
         for track in self._tracks:
-            if now - track.last_seen < self.config.gone_after_s - 1e-9:
+            # Gone needs a read that looked and did not see it: frames nobody read (a slow read of a
+            # page turn, an overloaded stream) age a track but cannot tell that it left.
+            if track.misses == 0 or now - track.last_seen < self.config.gone_after_s - 1e-9:
                 kept.append(track)
             elif track.confirmed is not None and track.track_id is not None:
                 events.append(

@@ -23,7 +23,7 @@ class StandInModel:
         self.delay = delay
         self.failures = 0
 
-    async def __call__(self, request: ReadRequest, demand: int) -> ReadReply:
+    async def __call__(self, request: ReadRequest) -> ReadReply:
         self.reads.append(request.image)
         await self.gate.wait()
         await asyncio.sleep(self.delay)
@@ -88,13 +88,14 @@ async def test_overloaded_when_no_read_slot_in_time() -> None:
     assert admission.stats["reads_in_flight"] == 0 and admission.stats["waiting"] == 0
 
 
-async def test_one_retry_when_the_model_fails_then_internal() -> None:
+async def test_a_failed_read_gives_its_slot_back() -> None:
+    """Retrying a failed model call is the model batcher's (tests/serve_app/test_reads.py)."""
     admission, model = make()
     model.failures = 1
-    assert (await admission.read(request("s", b"A"))).lines is not None
-    model.failures = 2
-    reply = await admission.read(request("s", b"B"))
-    assert reply.error_code == "internal" and reply.lines is None
+    reads = [admission.read(request("s", b"A")), admission.read(request("t", b"B"))]
+    failed, read = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(failed, RuntimeError) and isinstance(read, ReadReply) and read.lines is not None
+    assert admission.stats["reads_in_flight"] == 0
 
 
 async def test_a_model_that_does_not_answer_in_time_is_internal() -> None:
@@ -122,8 +123,62 @@ async def test_a_cancelled_read_gives_its_slot_back() -> None:
 async def test_the_window_shrinks_when_reads_queue_at_the_model() -> None:
     admission, _ = make(min_reads_in_flight=1, max_reads_in_flight=8)
     admission._window = 8.0
-    admission._adapt(ReadReply(lines=[], ocr_ms=100.0, queue_ms=200.0))
+    admission._adapt(ReadReply(lines=[], ocr_ms=100.0, queue_ms=200.0, backlog_ms=200.0))
     assert admission.stats["window"] == 6.0
+
+
+class BatchingModel:
+    """A GPU-shaped stand-in: reads wait up to FILL_S for their batch (up to 16), which takes BATCH_S."""
+
+    FILL_S, BATCH_S = 0.005, 0.025
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self._queue: list[tuple[float, asyncio.Future[ReadReply]]] = []
+        self._free_at = 0.0
+        self._worker: asyncio.Task[None] | None = None
+
+    async def __call__(self, request: ReadRequest) -> ReadReply:
+        reply: asyncio.Future[ReadReply] = asyncio.get_running_loop().create_future()
+        self._queue.append((time.time(), reply))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run())
+        return await reply
+
+    async def _run(self) -> None:
+        while self._queue:
+            await asyncio.sleep(self.FILL_S)
+            batch, self._queue = self._queue[:16], self._queue[16:]
+            start, free_at = time.time(), self._free_at
+            await asyncio.sleep(self.BATCH_S)
+            self._free_at = time.time()
+            self.batches.append(len(batch))
+            for queued, reply in batch:
+                if reply.done():  # its reader was cancelled
+                    continue
+                backlog = max(0.0, free_at - queued) * 1000
+                ocr_ms = (self._free_at - start) * 1000
+                reply.set_result(
+                    ReadReply(lines=[], ocr_ms=ocr_ms, queue_ms=(start - queued) * 1000, backlog_ms=backlog)
+                )
+
+
+async def test_a_batching_model_gets_its_batches_filled() -> None:
+    """The wait for a batch to fill is not a backlog: the window grows until batches are full."""
+    model = BatchingModel()
+    admission = Admission(SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=64), read=model)
+
+    async def stream(name: str) -> None:
+        while True:
+            await admission.read(request(name, b"A"))
+
+    streams = [asyncio.create_task(stream(f"s{i}")) for i in range(40)]
+    await asyncio.sleep(1.5)
+    for task in streams:
+        task.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+    assert admission.stats["window"] >= 12
+    assert max(model.batches[-5:]) >= 12, model.batches
 
 
 async def test_demand_counts_reads_in_flight_and_waiting() -> None:

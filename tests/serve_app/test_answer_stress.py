@@ -17,7 +17,7 @@ import json
 import multiprocessing
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,7 @@ from serve_app.admission import Admission
 from serve_app.config import IngressConfig, SamplerConfig
 from serve_app.jobs import Job, ReadReply, ReadRequest
 from serve_app.protocol import ErrorCode, Line, ProtocolError, Roi, encode_binary_frame
-from serve_app.reads import ReadBatcher
+from serve_app.reads import ReadBatcher, Replies, replies_as_completed
 from serve_app.sampling import StreamSampler
 from serve_app.session import StreamSession
 from serve_app.tracking import TextTracker
@@ -88,41 +88,49 @@ class Detector:
         return type("Same", (), {"same": a == b})()
 
 
+async def failing(rng: random.Random, fail: float, replies: Replies, who: str) -> Replies:
+    """A deployment's streaming call as its caller sees it: it may die before the call or mid-call."""
+    if rng.random() < fail:
+        raise RuntimeError(f"{who} replica died before the call")
+    async for batch in replies:
+        if rng.random() < fail / 4:
+            raise RuntimeError(f"{who} replica died mid-call")
+        yield batch
+
+
 class Model:
-    """Reads the content as the text; slow, failing or hanging as the scenario says."""
+    """The OCRModel deployment: reads the content as the text; slow, failing or hanging by the scenario."""
 
     def __init__(self, rng: random.Random, fail: float, hang: float) -> None:
         self._rng = rng
         self._fail = fail
         self._hang = hang
 
-    async def __call__(self, request: ReadRequest, demand: int) -> ReadReply:
-        roll = self._rng.random()
-        if roll < self._hang:
+    def read(self, requests: list[ReadRequest]) -> Replies:
+        return failing(self._rng, self._fail, replies_as_completed(requests, self._read_one), "model")
+
+    async def _read_one(self, request: ReadRequest) -> ReadReply:
+        if self._rng.random() < self._hang:
             await asyncio.sleep(READ_TIMEOUT_S * 3)
         await asyncio.sleep(self._rng.uniform(0.0, MODEL_MAX_S))
-        if roll > 1.0 - self._fail:
-            raise RuntimeError("replica died")
         text = request.image.removeprefix(_PNG_1X1).decode()
         return ReadReply(lines=[Line(text=text, score=0.9, box=[[0, 0], [40, 0], [40, 10], [0, 10]])])
 
 
 class Sampler:
-    """The FrameSampler deployment as an ingress sees it: admission behind calls that may fail."""
+    """The FrameSampler deployment: admission, its reads to the model a batch per call."""
 
-    def __init__(self, admission: Admission, rng: random.Random, fail: float) -> None:
-        self._admission = admission
+    def __init__(self, config: SamplerConfig, model: Model, rng: random.Random, fail: float) -> None:
+        self._model = ReadBatcher(model.read, max_per_call=2)
+        self._admission = Admission(config, read=self._read)
         self._rng = rng
         self._fail = fail
 
-    async def read(self, requests: list[ReadRequest]) -> AsyncIterator[list[tuple[int, ReadReply]]]:
-        if self._rng.random() < self._fail:
-            raise RuntimeError("sampler replica died before the call")
-        replies = await asyncio.gather(*(self._admission.read(r) for r in requests))
-        for request, reply in zip(requests, replies, strict=True):
-            if self._rng.random() < self._fail / 4:
-                raise RuntimeError("sampler replica died mid-call")
-            yield [(request.id, reply)]
+    async def _read(self, request: ReadRequest) -> ReadReply:
+        return await self._model.read(request.stream_id, request.image, request.received, request.roi)
+
+    def read(self, requests: list[ReadRequest]) -> Replies:
+        return failing(self._rng, self._fail, replies_as_completed(requests, self._admission.read), "sampler")
 
 
 @dataclass
@@ -167,13 +175,13 @@ class Service:
             admission_timeout_s=ADMISSION_S,
             read_timeout_s=READ_TIMEOUT_S,
         )
-        admission = Admission(self.config, read=Model(self.rng, scenario["fail"], scenario["hang"]))
-        self.reads = ReadBatcher(Sampler(admission, self.rng, scenario["fail"]).read)
+        model = Model(self.rng, scenario["fail"], scenario["hang"])
+        self.reads = ReadBatcher(Sampler(self.config, model, self.rng, scenario["fail"]).read)
         self.detector = Detector(self.rng)
         self.compare = ThreadPoolExecutor(1)  # as an ingress replica has: one compare thread
 
     def sampler(self, stream: str, answer: Any, emit: Any) -> StreamSampler:
-        read = lambda job, roi: self.reads.read(stream, job, roi)  # noqa: E731
+        read = lambda job, roi: self.reads.read(stream, job.image, job.received, roi)  # noqa: E731
         return StreamSampler(
             self.config,
             detector=self.detector,

@@ -1,4 +1,4 @@
-"""An ingress replica's reads: many streams' frames per sampler call, retried once (no Ray)."""
+"""Reads many per call, retried once; the receiving side answers every request (no Ray)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from serve_app.jobs import Job, ReadReply, ReadRequest
-from serve_app.reads import ReadBatcher
+from serve_app.jobs import ReadReply, ReadRequest
+from serve_app.reads import ReadBatcher, replies_as_completed
 
 
 class StandInSampler:
@@ -29,14 +29,14 @@ class StandInSampler:
             yield [(request.id, ReadReply(lines=[]))]
 
 
-def job(frame_id: int) -> Job:
-    return Job(frame_id, frame_id, b"img", 0.0, time.time())
+def frame(n: int) -> tuple[bytes, float]:
+    return f"img{n}".encode(), time.time()
 
 
 async def test_reads_asked_for_together_cross_in_one_call() -> None:
     sampler = StandInSampler()
     batcher = ReadBatcher(sampler.read)
-    replies = await asyncio.gather(*(batcher.read(f"s{i}", job(i)) for i in range(5)))
+    replies = await asyncio.gather(*(batcher.read(f"s{i}", *frame(i)) for i in range(5)))
     assert all(r.lines == [] for r in replies)
     assert sampler.calls == [["s0", "s1", "s2", "s3", "s4"]]
 
@@ -44,7 +44,7 @@ async def test_reads_asked_for_together_cross_in_one_call() -> None:
 async def test_a_failed_call_is_made_again_for_the_reads_it_had_not_answered() -> None:
     sampler = StandInSampler(failures=1, yielded=2)
     batcher = ReadBatcher(sampler.read)
-    replies = await asyncio.gather(*(batcher.read(f"s{i}", job(i)) for i in range(4)))
+    replies = await asyncio.gather(*(batcher.read(f"s{i}", *frame(i)) for i in range(4)))
     assert all(r.lines == [] for r in replies)
     assert sampler.calls == [["s0", "s1", "s2", "s3"], ["s2", "s3"]]
 
@@ -52,5 +52,27 @@ async def test_a_failed_call_is_made_again_for_the_reads_it_had_not_answered() -
 async def test_a_read_that_fails_twice_is_internal_never_lost() -> None:
     sampler = StandInSampler(failures=2)
     batcher = ReadBatcher(sampler.read)
-    reply = await batcher.read("s", job(1))
+    reply = await batcher.read("s", *frame(1))
     assert reply.error_code == "internal" and len(sampler.calls) == 2
+
+
+async def test_at_most_max_per_call_reads_cross_in_one_call() -> None:
+    sampler = StandInSampler()
+    batcher = ReadBatcher(sampler.read, max_per_call=2)
+    await asyncio.gather(*(batcher.read(f"s{i}", *frame(i)) for i in range(5)))
+    assert sampler.calls == [["s0", "s1"], ["s2", "s3"], ["s4"]]
+
+
+async def test_the_receiving_side_yields_replies_as_they_complete_and_answers_a_read_that_raises() -> None:
+    async def read(request: ReadRequest) -> ReadReply:
+        if request.image == b"bad":
+            raise ValueError("boom")
+        await asyncio.sleep(0.05 if request.image == b"slow" else 0)
+        return ReadReply(lines=[])
+
+    requests = [ReadRequest(i, "s", image, time.time()) for i, image in enumerate((b"slow", b"fast", b"bad"))]
+    batches = [batch async for batch in replies_as_completed(requests, read)]
+    order = [request_id for batch in batches for request_id, _ in batch]
+    assert sorted(order) == [0, 1, 2] and order[-1] == 0
+    replies = dict(reply for batch in batches for reply in batch)
+    assert replies[2].error_code == "internal" and replies[1].lines == []

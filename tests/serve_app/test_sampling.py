@@ -288,3 +288,30 @@ async def test_frames_beyond_compare_fps_are_rate_undecoded_and_the_newest_is_co
     assert [s.answer(i)["reason"] for i in range(2, 7)] == ["rate"] * 5
     assert s.answer(7)["status"] == "ok", "the newest frame is compared when a token comes: a change"
     assert s.detector.decoded == [b"A", b"B"]
+
+
+class MovingObjectDetector(StandInDetector):
+    """``b"LOT 1~2"`` is ``b"LOT 1"`` moved: the same text, but only a compare knowing the boxes says so."""
+
+    def compare(self, a: bytes, b: bytes, boxes: Any = None) -> Same:
+        if boxes:
+            return Same(a.split(b"~")[0] == b.split(b"~")[0])
+        return Same(a == b)
+
+
+async def test_a_frame_judged_against_a_read_in_flight_is_judged_again_with_its_boxes() -> None:
+    """While a read is in flight its boxes are unknown: a moved label looks changed until they are."""
+    s = Stream()
+    s.detector = s.sampler._detector = MovingObjectDetector()
+    s.model.gate.clear()
+    s.send(1, b"LOT 1")
+    await asyncio.sleep(0.02)
+    s.send(2, b"LOT 1~1")  # compared while frame 1 is read: the whole frame differs
+    await asyncio.sleep(0.02)
+    s.model.gate.set()
+    await s.settle(2)
+    assert s.answer(2)["reason"] == "duplicate" and s.answer(2)["ref_frame_id"] == 1
+    assert s.model.reads == [b"LOT 1"]
+    s.send(3, b"LOT 2~1")  # a real change is still read
+    await s.settle(3)
+    assert s.answer(3)["status"] == "ok" and s.model.reads == [b"LOT 1", b"LOT 2~1"]

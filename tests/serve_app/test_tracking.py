@@ -118,6 +118,17 @@ def test_gone_counts_stream_time_on_skipped_frames_too() -> None:
     assert [e.event for _ in range(5) for e in s.skipped()] == ["gone"]
 
 
+def test_no_gone_while_no_read_has_looked() -> None:
+    s = Stream(EventsConfig(gone_after_s=1.0))
+    s.read(line("EXIT 4"))
+    s.read(line("EXIT 4"))
+    for _ in range(20):  # 4 s of frames nobody read (a slow read in flight, an overloaded stream)
+        s.skipped()
+    assert s.texts() == [("appeared", "EXIT 4")]
+    s.read()  # the first read that looks and does not see it: gone at once, 4 s after it was last seen
+    assert s.texts() == [("appeared", "EXIT 4"), ("gone", "EXIT 4")]
+
+
 def test_same_keeps_a_track_alive() -> None:
     s = Stream(EventsConfig(gone_after_s=1.0))
     s.read(line("EXIT 4"))
