@@ -161,7 +161,8 @@ def separation(streams: dict[str, list[list[CameraFrame]]], overrides: dict[str,
             for i, f in enumerate(frames):
                 if i and f.text != frames[i - 1].text:
                     if f.one_char:
-                        one.append(detector.compare(fps[i - 1], fps[i], _boxes(frames[i - 1])).text_score)
+                        verdict = detector.compare(fps[i - 1], fps[i], _boxes(frames[i - 1]), full=True)
+                        one.append(verdict.text_score)
                     first = i
                     continue
                 r = first + 20
@@ -170,7 +171,7 @@ def separation(streams: dict[str, list[list[CameraFrame]]], overrides: dict[str,
                 if f.bait or frames[r].bait or frames[r].moving:
                     continue
                 if np.abs(np.float32(frames[r].boxes) - np.float32(f.boxes)).max() <= 12:
-                    still.append(detector.compare(fps[r], fps[i], _boxes(frames[r])).text_score)
+                    still.append(detector.compare(fps[r], fps[i], _boxes(frames[r]), full=True).text_score)
     return {
         "overrides": overrides,
         "still_frames": len(still),

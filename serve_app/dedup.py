@@ -95,14 +95,21 @@ class ChangeDetector:
         return Fingerprint(gray.source_size, gray.region, gray.scale, gray.offset, quantised)
 
     def compare(
-        self, reference: Fingerprint, frame: Fingerprint, boxes: list[list[list[int]]] | None = None
+        self,
+        reference: Fingerprint,
+        frame: Fingerprint,
+        boxes: list[list[list[int]]] | None = None,
+        *,
+        full: bool = False,
     ) -> Comparison:
         """Does ``frame`` show what ``reference`` showed?
 
         ``boxes``: the reference read's text boxes (4 points each, px of the upright
         frame as sent, the whole frame even with a roi). None (unknown: the reference is
         being read), ``[]`` (its read found no text) or no box in the roi: text-like
-        regions found in the reference stand in.
+        regions found in the reference stand in. The verdict stops at the first text
+        region that changed (a frame with new text costs a region, not all of them);
+        ``full`` scores every region and the scene (benchmarks, diagnostics).
         """
         c = self.config
         if (
@@ -123,6 +130,14 @@ class ChangeDetector:
                     score, spot = min((score, spot), _residual(ref, cur, _Fit(fit.rect, other.matrix), c))
             if score > text_score:
                 text_score, where = score, spot
+            if not full and text_score > c.threshold:
+                return Comparison(
+                    same=False,
+                    score=text_score / c.threshold,
+                    text_score=text_score,
+                    regions=len(fits),
+                    where=None if where is None else reference.to_frame(*where),
+                )
         scene_score, scene_spot = _scene(ref, cur, rects, c)
         score = max(text_score / c.threshold, scene_score / c.scene_threshold)
         if scene_score / c.scene_threshold > text_score / c.threshold:

@@ -321,3 +321,23 @@ def test_config_rejects_out_of_range_values() -> None:
         DedupConfig(width=10)
     with pytest.raises(ValueError):
         DedupConfig(subpixel_tolerance=2.0)
+
+
+def test_the_verdict_stops_at_the_first_changed_line_and_agrees_with_the_full_score(
+    detector: ChangeDetector,
+) -> None:
+    data, boxes = take(Shot())
+    ref = detector.fingerprint(data, MAX_PIXELS)
+    shots = [
+        Shot(lines=["LOT 48218", *LABEL[1:]], card_dx=1.0, noise_seed=2),  # first line changed
+        Shot(lines=[*LABEL[:2], "SN 5096-7781"], card_deg=0.5, noise_seed=3),  # last line changed
+        Shot(card_dx=1.5, card_deg=0.4, gain=1.05, noise_seed=4),  # the same label, moved
+    ]
+    for shot in shots:
+        frame = detector.fingerprint(take(shot)[0], MAX_PIXELS)
+        for known in (boxes, None):
+            quick, full = detector.compare(ref, frame, known), detector.compare(ref, frame, known, full=True)
+            assert quick.same == full.same
+            assert quick.same or (quick.score > 1.0 and quick.text_score <= full.text_score)
+    first = detector.fingerprint(take(shots[0])[0], MAX_PIXELS)
+    assert detector.compare(ref, first, boxes).scene_score == 0.0, "no scene check once a line changed"
