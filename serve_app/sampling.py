@@ -288,8 +288,11 @@ class StreamSampler:
         """A waiting frame judged changed against a read in flight, compared again now its boxes are known."""
         loop = asyncio.get_running_loop()
         same = await loop.run_in_executor(self._executor, self._compare, ref, candidate.fingerprint)
-        if self._candidate is not None:  # a newer frame became the candidate meanwhile
-            self._skip(candidate.job, SkipReason.SUPERSEDED, self._candidate.job.frame_id)
+        newer = self._candidate.job.frame_id if self._candidate is not None else None
+        if newer is None and self._ref is not ref and self._ref is not None:
+            newer = self._ref.frame_id  # a newer frame is being read: never read an older one after it
+        if newer is not None:
+            self._skip(candidate.job, SkipReason.SUPERSEDED, newer)
             self._start()
             return
         candidate.unboxed = None

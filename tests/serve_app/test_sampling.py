@@ -293,8 +293,14 @@ async def test_frames_beyond_compare_fps_are_rate_undecoded_and_the_newest_is_co
 class MovingObjectDetector(StandInDetector):
     """``b"LOT 1~2"`` is ``b"LOT 1"`` moved: the same text, but only a compare knowing the boxes says so."""
 
+    def __init__(self, slow: bytes = b"") -> None:
+        super().__init__()
+        self.slow = slow  # a frame whose compare with boxes takes a while (its thread is busy)
+
     def compare(self, a: bytes, b: bytes, boxes: Any = None) -> Same:
         if boxes:
+            if b == self.slow:
+                time.sleep(0.2)
             return Same(a.split(b"~")[0] == b.split(b"~")[0])
         return Same(a == b)
 
@@ -315,3 +321,20 @@ async def test_a_frame_judged_against_a_read_in_flight_is_judged_again_with_its_
     s.send(3, b"LOT 2~1")  # a real change is still read
     await s.settle(3)
     assert s.answer(3)["status"] == "ok" and s.model.reads == [b"LOT 1", b"LOT 2~1"]
+
+
+async def test_a_frame_judged_again_after_a_newer_frame_started_its_read_is_superseded() -> None:
+    """Reads follow frame order: a frame judged again too late never gets read after a newer one."""
+    s = Stream()
+    s.detector = s.sampler._detector = MovingObjectDetector(slow=b"LOT 1~1")
+    s.model.gate.clear()
+    s.send(1, b"LOT 1")
+    await asyncio.sleep(0.02)
+    s.send(2, b"LOT 1~1")  # changed against the read in flight; judged again, slowly, once it lands
+    await asyncio.sleep(0.02)
+    s.model.gate.set()
+    await asyncio.sleep(0.05)
+    s.send(3, b"LOT 3")  # a real change, read while frame 2 is still being judged again
+    await s.settle(3)
+    assert s.model.reads == [b"LOT 1", b"LOT 3"]
+    assert s.answer(2)["reason"] == "superseded" and s.answer(2)["ref_frame_id"] == 3
