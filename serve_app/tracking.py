@@ -27,6 +27,9 @@ from serve_app.protocol import Line, TextEvent
 # A place match also weighs how different the texts are: (1 - similarity) counts as this
 # many line heights of distance, so of two lines near a track the one with its text wins.
 _TEXT_WEIGHT = 2.0
+# A line is gone only once this many reads in a row looked and did not see it: one read can
+# miss a line that is still there (a hand over it, a glare, a page mid-turn, the model).
+_GONE_MISSES = 2
 
 Bounds = tuple[float, float, float, float]  # x0, y0, x1, y1
 
@@ -132,7 +135,7 @@ class _Track:
         """A new text awaits agreement, or the line just went missing from a read (one more tells)."""
         if self.misses == 0:
             return self.confirmed is None or self.run.latest.key != self.confirmed.key
-        return self.misses == 1
+        return self.misses < _GONE_MISSES
 
 
 class TextTracker:
@@ -310,9 +313,9 @@ class TextTracker:
         events = []
         kept = []
         for track in self._tracks:
-            # Gone needs a read that looked and did not see it: frames nobody read (a slow read of a
+            # Gone needs reads that looked and did not see it: frames nobody read (a slow read of a
             # page turn, an overloaded stream) age a track but cannot tell that it left.
-            if track.misses == 0 or now - track.last_seen < self.config.gone_after_s - 1e-9:
+            if track.misses < _GONE_MISSES or now - track.last_seen < self.config.gone_after_s - 1e-9:
                 kept.append(track)
             elif track.confirmed is not None and track.track_id is not None:
                 events.append(
