@@ -8,9 +8,9 @@ light. :meth:`ChangeDetector.compare` then judges two things separately:
 
 1. **Text regions**, each registered on its own: the reference read's text
    boxes (or, when unknown, text-like regions found in the reference). Each
-   region is cut into a few pieces, each piece found in the frame by template
-   matching within ``search`` pixels, and a similarity (shift, rotation) fitted
-   to the pieces maps the region onto the frame: a label that moves and turns
+   region is cut into a few pieces, each piece followed into the frame by
+   pyramidal Lucas-Kanade (motions of ``search`` pixels and more), and a rigid
+   fit (shift, rotation) to the pieces maps the region onto the frame: a label that moves and turns
    with its card, independently of the background and of the other labels, is
    followed. What the fit cannot explain is scored per ``block`` x ``block``
    square (about a character): a pixel counts by how far it lies outside the

@@ -1,7 +1,8 @@
 """Text events of one stream: OCR lines tracked across frames, confirmed, reported (Ray-free).
 
-The ingress tells a :class:`TextTracker` what each frame's answer says, in frame
-order: :meth:`~TextTracker.read` (the model read it: its lines),
+The stream's sampler tells a :class:`TextTracker` what each frame's answer says, as
+it is given (skips at once, reads later; stream time only moves past the newest
+``ts``): :meth:`~TextTracker.read` (the model read it: its lines),
 :meth:`~TextTracker.same` (a ``duplicate``: the lines last read are still in
 view) or :meth:`~TextTracker.skipped` (content unknown, stream time went on).
 Each returns the events it causes.
