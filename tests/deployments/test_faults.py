@@ -81,19 +81,34 @@ async def stream_while(
     return answers
 
 
-@pytest.mark.timeout(120)
+async def reads_again(ws_url: str, frames: list[bytes], deadline_s: float) -> list[str]:
+    """Send a frame every 0.5 s until one is read; the outcome of each (the last ``ok`` if it came)."""
+    outcomes: list[str] = []
+    deadline = time.monotonic() + deadline_s
+    async with websockets.connect(ws_url + "?fps=30", max_size=None, open_timeout=60) as ws:
+        while time.monotonic() < deadline and "ok" not in outcomes:
+            await ws.send(encode_binary_frame(len(outcomes), frames[len(outcomes) % len(frames)]))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+            outcomes.append(answer.get("status") or answer.get("code"))
+            await asyncio.sleep(0.5)
+    return outcomes
+
+
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("deployment", ["OCRModel", "FrameSampler"])
 async def test_replica_dies_mid_stream(faults_url: str, images: Path, deployment: str) -> None:
     """Kill the model (or the sampler, with the streams' state) mid-stream: every frame is answered
     exactly once (``stream_while``), Serve starts a new replica, and reads go on on it."""
     ws_url = faults_url.replace("http", "ws") + "/v1/stream"
     before = replica("faults", deployment)
-    answers = await stream_while(
+    await stream_while(
         ws_url, alternating(images), 30, 4, lambda: ray.kill(replica("faults", deployment), no_restart=True)
     )
     assert replica("faults", deployment)._actor_id != before._actor_id, "Serve replaced the dead replica"
-    statuses = [a.get("status") or a.get("code") for a in answers]
-    assert statuses[-8:].count("ok") >= 4, "the stream did not stall: reads flow on the new replica"
+    # A new model replica loads the model first: seconds here, more on a busy box. Until then
+    # frames are answered (`internal`, `overloaded`), never lost; then reads come back.
+    outcomes = await reads_again(ws_url, alternating(images), deadline_s=120)
+    assert outcomes[-1] == "ok", f"reads flow on the new replica: {outcomes}"
 
 
 async def test_ingress_replica_dies_client_reconnects(faults_url: str, images: Path) -> None:
