@@ -15,7 +15,8 @@ PaddleOCR, configs/serve.yaml). Modes, each its own application, the cameras
 one after the other in it:
 
 1. ``service``: the service as configured (dedup on, the stream asks for no
-   ``fps``: the sampler's ``default_fps``);
+   ``fps``: the sampler's ``default_fps``); ``settle``: the same with
+   ``settle_s`` 0.5 (reads wait for a changing view to settle);
 2. ``fixed_15fps``: the design it replaces, a fixed 15 fps sampler (dedup off,
    ``?fps=15``): a time window, nothing else;
 3. ``every_frame``: dedup off and ``?fps=30``: read every frame it can.
@@ -90,6 +91,12 @@ class Mode:
 
 MODES = (
     Mode("service", "service (dedup on, default fps)", {}, None),
+    Mode(
+        "settle",
+        "service, reads waiting for a changing view to settle (settle_s 0.5)",
+        {"sampler": {"settle_s": 0.5}},
+        None,
+    ),
     Mode("fixed_15fps", "fixed 15 fps sampler (dedup off)", {"sampler": {"dedup": {"enabled": False}}}, 15.0),
     Mode(
         "every_frame",
@@ -301,6 +308,18 @@ def analyse_run(frames: Sequence[CameraFrame], run: StreamRun, fps: float) -> di
         "answers_for_unknown_frames": run.unknown_answers,
         "errors_with_null_frame_id": run.null_errors,
     }
+    # Why a frame's held text is wrong: the view was moving (no settled text), nothing held, the
+    # text of another moment (held too long or too early), or no text the camera ever settled on
+    # (a misread, or a read of a passing state).
+    settled_texts = {truth[i] for i in still}
+    why_wrong = Counter(
+        "moving" if frames[i].moving
+        else "nothing" if held[i] is None
+        else "other_moment" if held[i] in settled_texts
+        else "misread"
+        for i in range(n)
+        if not right[i]
+    )  # fmt: skip
     reads = sum(read)
     wrong_reads = [
         {"frame": i, "read": lines_text(records[i].answer["lines"]), "true": truth[i]}  # type: ignore[index]
@@ -320,6 +339,7 @@ def analyse_run(frames: Sequence[CameraFrame], run: StreamRun, fps: float) -> di
         "held_text_right_share_still": round(sum(right[i] for i in still) / len(still), 4) if still else None,
         "held_text_wrong_frames": n - sum(right),
         "held_nothing_frames": sum(1 for h in held if h is None),
+        "held_wrong_why": dict(sorted(why_wrong.items())),
         "reads_text_exact_share": round(sum(read_right) / reads, 4) if reads else None,
         "wrong_reads": wrong_reads[:20],
         "changes": len(changes),
@@ -407,7 +427,7 @@ def run_mode(
             print(
                 f"[{mode.key}/{camera}] reads/s {r['reads_per_s']}, not read {r['not_read_share']:.1%}, "
                 f"held right {r['held_text_right_share']:.1%} (still frames "
-                f"{r['held_text_right_share_still'] or 0:.1%}), changes caught "
+                f"{r['held_text_right_share_still'] or 0:.1%}; wrong: {r['held_wrong_why']}), changes caught "
                 f"{r['changes_caught']}/{r['changes']} (delay p50 {r['change_delay_frames']['p50']}, "
                 f"max {r['change_delay_frames']['max']}), violations {r['exactly_once_violations']}, "
                 f"outcomes {r['outcomes']}",

@@ -291,6 +291,14 @@ class SamplerConfig(BaseConfig):
         description="A changed frame waits at most this long for the stream's next read token (newer "
         "frames replace it meanwhile); when the wait would be longer it is answered `rate` at once.",
     )
+    settle_s: float = Field(
+        0.0,
+        ge=0,
+        description="Above 0: while the view keeps changing (each compared frame unlike the one before "
+        "it: a card sliding in, a page turning), a stream reads at most once per settle_s; the first "
+        "frame of a change is read at once, and so is the frame the view settles on. Fewer reads, "
+        "a change read a few frames later (docs/dedup.md). 0: changed frames are read at the rate.",
+    )
     min_reads_in_flight: int = Field(
         1, ge=1, description="Reads one sampler replica keeps at the model at least (admission window floor)."
     )

@@ -11,6 +11,11 @@ it exactly once:
   a read token: the rate is a token bucket (``fps`` per second, ``burst``
   deep), so a change after a still spell is read at once and only steady
   change is capped;
+- with ``settle_s`` > 0 (off by default), **reads wait for the view to
+  settle**: while it keeps changing (a card sliding in, a badge raised, a page
+  turning: a frame unlike the frame compared before it), the stream reads at
+  most once per ``settle_s``; the first frame of a change is read at once, and
+  so is the frame the view settles on;
 - **latest frame wins**: one changed frame waits at a time (for the read in
   flight, or for a token); a newer one replaces it (``superseded``, or
   ``rate`` while the stream waits for a token: then frames are not even
@@ -25,6 +30,7 @@ streams' frames); docs/design.md explains why.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -90,6 +96,8 @@ class _Candidate:
     job: Job
     fingerprint: Any = None
     compared: bool = False
+    # Like the frame compared before it: the view is not in the middle of changing.
+    settled: bool = True
     forced: bool = False  # the same content, read again because the text tracker asks to confirm
     # Compared with a reference still being read (whole frame, no boxes): judged again with the
     # boxes once that read lands, before it is read itself.
@@ -142,6 +150,9 @@ class StreamSampler:
         self._compare_wait = False  # the compare loop waits for a token: frames replaced now are `rate`
         self._candidate: _Candidate | None = None
         self._token_timer: asyncio.TimerHandle | None = None
+        self._previous: Any = None  # fingerprint of the frame compared last: has the view settled?
+        self._read_started = -math.inf  # time.monotonic() of the last read's start
+        self._settle_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -157,7 +168,7 @@ class StreamSampler:
     def set_roi(self, roi: Roi | None) -> None:
         """Compare and read only inside ``roi`` from now on: the next frame is read afresh."""
         self.roi = roi
-        self._ref = None
+        self._ref = self._previous = None
 
     def reconfigure(self, config: SamplerConfig, detector: Detector) -> None:
         self.config, self._detector = config, detector
@@ -183,8 +194,9 @@ class StreamSampler:
 
     def close(self) -> None:
         """The stream ends: stop deciding (its session answers what is still open)."""
-        if self._token_timer is not None:
-            self._token_timer.cancel()
+        for timer in (self._token_timer, self._settle_timer):
+            if timer is not None:
+                timer.cancel()
         for task in self._tasks:
             task.cancel()
 
@@ -204,35 +216,45 @@ class StreamSampler:
                 job, self._next = self._next, None
                 judged = await self._judge(job)
                 if judged is not None:
-                    fingerprint, same, unboxed = judged
-                    self._decide(_Candidate(job, fingerprint, compared=True, unboxed=unboxed), same)
+                    fingerprint, same, settled, unboxed = judged
+                    candidate = _Candidate(job, fingerprint, compared=True, settled=settled, unboxed=unboxed)
+                    self._decide(candidate, same)
         finally:
             self._comparing = False
 
-    async def _judge(self, job: Job) -> tuple[Any, bool, _Reference | None] | None:
-        """(fingerprint, same as the reference, the reference if it had no lines yet), off the event loop.
+    async def _judge(self, job: Job) -> tuple[Any, bool, bool, _Reference | None] | None:
+        """(fingerprint, same as the reference, settled, the reference if it had no lines yet), off
+        the event loop. Settled: the same as the reference or as the frame compared before it.
 
         None, after an error answer, when the frame cannot be decoded. A read that starts or ends
         meanwhile changes the reference: the frame is compared again with the one that stands.
         """
-        ref = self._ref
+        ref, previous = self._ref, self._previous
         loop = asyncio.get_running_loop()
         try:
-            work = loop.run_in_executor(self._executor, self._fingerprint_and_compare, job.image, ref)
-            fingerprint, same = await work
+            fingerprint, same, settled = await loop.run_in_executor(
+                self._executor, self._fingerprint_and_compare, job.image, ref, previous
+            )
         except ProtocolError as exc:
             self._fail(job, exc.code, exc.message)
             return None
+        self._previous = fingerprint
         while self._ref is not ref:
             ref = self._ref
             same = await loop.run_in_executor(self._executor, self._compare, ref, fingerprint)
-        return fingerprint, same, ref if ref is not None and ref.lines is None else None
+        return fingerprint, same, settled or same, ref if ref is not None and ref.lines is None else None
 
-    def _fingerprint_and_compare(self, image: bytes, ref: _Reference | None) -> tuple[Any, bool]:
+    def _fingerprint_and_compare(
+        self, image: bytes, ref: _Reference | None, previous: Any
+    ) -> tuple[Any, bool, bool]:
+        """(fingerprint, same as ``ref``, settled); a changed frame is also compared with ``previous``."""
         if not self.config.dedup.enabled:
-            return None, False
+            return None, False, True
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
-        return fingerprint, self._compare(ref, fingerprint)
+        same = self._compare(ref, fingerprint)
+        if same or previous is None or self.config.settle_s == 0.0:
+            return fingerprint, same, True
+        return fingerprint, same, bool(self._detector.compare(previous, fingerprint).same)
 
     def _compare(self, ref: _Reference | None, fingerprint: Any) -> bool:
         if ref is None or ref.fingerprint is None or fingerprint is None:
@@ -266,6 +288,13 @@ class StreamSampler:
         candidate = self._candidate
         if candidate is None or self._reading or self._token_timer is not None:
             return
+        if candidate.compared and not candidate.settled:
+            # The view is still changing: this change was read already, the frame it settles on is.
+            wait_s = self._read_started + self.config.settle_s - time.monotonic()
+            if wait_s > 0.0:
+                if self._settle_timer is None:
+                    self._settle_timer = asyncio.get_running_loop().call_later(wait_s, self._settle_ready)
+                return
         tokens = self._bucket.tokens()
         if tokens < 1.0:
             wait_s = (1.0 - tokens) / self._bucket.rate
@@ -281,6 +310,7 @@ class StreamSampler:
             return
         self._bucket.take()
         self._reading = True
+        self._read_started = time.monotonic()
         self._ref = ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
         self._spawn(self._read_one(candidate.job, ref, candidate.forced))
 
@@ -300,6 +330,10 @@ class StreamSampler:
 
     def _token_ready(self) -> None:
         self._token_timer = None
+        self._start()
+
+    def _settle_ready(self) -> None:
+        self._settle_timer = None
         self._start()
 
     async def _read_one(self, job: Job, ref: _Reference, forced: bool) -> None:

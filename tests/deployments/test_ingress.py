@@ -39,6 +39,16 @@ class Stream:
     async def answers(self, n: int, timeout: float = 120) -> list[dict[str, Any]]:
         return [await self.answer(timeout) for _ in range(n)]
 
+    async def until_not_overloaded(self, answer: dict[str, Any], data: bytes) -> dict[str, Any]:
+        """Send a frame answered ``overloaded`` again, as a client would (a loaded box sheds new frames)."""
+        for _ in range(10):
+            if answer.get("reason") != "overloaded":
+                break
+            await asyncio.sleep(0.5)
+            await self.ws.send(encode_binary_frame(answer["frame_id"], data))
+            answer = await self.answer()
+        return answer
+
 
 async def open_stream(ws_url: str, query: str = "") -> Stream:
     ws = await websockets.connect(ws_url + query, max_size=None, open_timeout=30)
@@ -107,6 +117,9 @@ async def test_each_error_code_and_the_stream_goes_on(ws_url: str, images: Path)
     await ws.send(struct.pack(">I", 999) + b"{}")  # header length lies
     await ws.send(encode_binary_frame(4, good, ts=100.0))
     got = {a["frame_id"]: a for a in await stream.answers(6)}
+    # Frames that pass the header probe may be shed under load before they are decoded.
+    got[2] = await stream.until_not_overloaded(got[2], good[: len(good) // 2])
+    got[4] = await stream.until_not_overloaded(got[4], good)
     assert got[1]["code"] == "bad_image"
     assert got[2]["code"] == "bad_image"
     assert got[3]["code"] == "too_large" and got[5]["code"] == "too_large"

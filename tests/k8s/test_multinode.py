@@ -62,6 +62,9 @@ def ray_tmpdir() -> Iterator[str]:
 def test_ocr_on_gpu_node_ingress_elsewhere_stream_across_nodes(ray_tmpdir: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = ray_tmpdir
+    # Ray waits 60 s for its dashboard to start: on a busy CI box (the session's own Ray and
+    # apps running beside this cluster) that was not enough once.
+    env.setdefault("RAY_DASHBOARD_STARTUP_TIMEOUT_S", "240")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.k8s.multinode_check"],

@@ -173,7 +173,14 @@ async def test_a_batching_model_gets_its_batches_filled() -> None:
             await admission.read(request(name, b"A"))
 
     streams = [asyncio.create_task(stream(f"s{i}")) for i in range(40)]
+    deadline = time.monotonic() + 10.0  # 1.5 s on a quiet box; longer when the CPU is busy
     await asyncio.sleep(1.5)
+
+    def filled() -> bool:
+        return admission.stats["window"] >= 12 and max(model.batches[-5:], default=0) >= 12
+
+    while not filled() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     for task in streams:
         task.cancel()
     await asyncio.gather(*streams, return_exceptions=True)

@@ -38,9 +38,11 @@ from serve_app.tracking import TextTracker
 ADMISSION_S = 0.2
 READ_TIMEOUT_S = 0.3
 MODEL_MAX_S = 0.05
-# A read may wait for a slot, then be tried twice, each try up to the timeout, and a sampler
-# call that fails is made once more: the bound on any frame's answer (+1 s for a loaded box).
-BOUND_S = 2 * (ADMISSION_S + 2 * READ_TIMEOUT_S) + 1.0
+SETTLE_S = (0.0, 0.1, 0.3)
+# A changed frame may wait for the view to settle, a read may wait for a slot, then be tried
+# twice, each try up to the timeout, and a sampler call that fails is made once more: the bound
+# on any frame's answer (+1 s for a loaded box).
+BOUND_S = max(SETTLE_S) + 2 * (ADMISSION_S + 2 * READ_TIMEOUT_S) + 1.0
 # A failing example is printed as drawn: shrinking it would wait out the bound hundreds of times.
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
@@ -156,6 +158,7 @@ scenarios = st.fixed_dictionaries(
         "streams": st.lists(stream_plans, min_size=1, max_size=4),
         "window": st.integers(1, 3),
         "fps": st.sampled_from([0.01, 2.0, 30.0]),
+        "settle": st.sampled_from(SETTLE_S),
         "fail": st.sampled_from([0.0, 0.1, 0.3]),
         "hang": st.sampled_from([0.0, 0.0, 0.1]),
         "seed": st.integers(0, 2**16),
@@ -170,6 +173,7 @@ class Service:
         self.rng = random.Random(scenario["seed"])
         self.config = SamplerConfig(
             default_fps=scenario["fps"],
+            settle_s=scenario["settle"],
             min_reads_in_flight=1,
             max_reads_in_flight=scenario["window"],
             admission_timeout_s=ADMISSION_S,
