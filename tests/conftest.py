@@ -94,9 +94,13 @@ def app_config(overrides: dict[str, Any]) -> Any:
     return AppConfig.from_file(SERVE_CONFIG).overridden(overrides)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deploy_app(service_url: str) -> Iterator[Callable[[str, dict[str, Any]], str]]:
-    """Deploy another application (configs/serve.yaml's args + overrides) at /<name>; returns its URL."""
+    """Deploy another application (configs/serve.yaml's args + overrides) at /<name>; returns its URL.
+
+    Deleted when the module that deployed it is done: each idle application keeps a model
+    replica and its peers running, and a busy box needs every core for the tests after it.
+    """
     from ray import serve
 
     from serve_app.app import compose
