@@ -114,24 +114,30 @@ def wait_healthy(url: str) -> None:
     raise AssertionError(f"/healthz not 200 within {READY_TIMEOUT_S:.0f} s")
 
 
-def replica_count(deployment: str) -> int:
-    from ray.util.state import list_actors
-
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
-    return sum(actor.class_name.endswith(f":{deployment}") for actor in actors)
-
-
 def replica_nodes() -> dict[str, set[str]]:
-    """Deployment name -> node ids of its live replica actors."""
-    from ray.util.state import list_actors
+    """Deployment name -> node ids of its running replicas, as Serve's controller reports them
+    (what `serve status` and the dashboard show; asked directly, so the cluster needs no dashboard)."""
+    from ray.serve.context import _get_global_client
 
+    details = _get_global_client().get_serve_details()
     nodes: dict[str, set[str]] = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False):
-        # Serve names replica actor classes ServeReplica:<app>:<deployment>.
-        if actor.class_name.startswith("ServeReplica:"):
-            deployment = actor.class_name.split(":")[-1]
-            nodes.setdefault(deployment, set()).add(actor.node_id)
+    for app in details["applications"].values():
+        for name, deployment in app["deployments"].items():
+            for replica in deployment["replicas"]:
+                if replica["state"] == "RUNNING":
+                    nodes.setdefault(name, set()).add(replica["node_id"])
     return nodes
+
+
+def replica_count(deployment: str) -> int:
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    return sum(
+        replica["state"] == "RUNNING"
+        for app in details["applications"].values()
+        for replica in app["deployments"].get(deployment, {}).get("replicas", [])
+    )
 
 
 async def stream_one_frame(ws_url: str, token: str) -> dict[str, Any]:
@@ -236,17 +242,10 @@ def main() -> int:
 
     cluster: Cluster | None = None
     try:
-        # Head as in the manifest: no CPUs, so no replica can land on it. The
-        # dashboard serves the state API that reports where actors run.
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 0,
-                "include_dashboard": True,
-                "dashboard_host": "127.0.0.1",
-                "dashboard_port": free_port(),
-            },
-        )
+        # Head as in the manifest: no CPUs, so no replica can land on it. No dashboard: Serve's
+        # controller says where replicas run, and on a busy box the dashboard's ten processes
+        # starting beside the nodes made a raylet miss Ray's 30 s registration limit.
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
         # cpu-group: room for one ingress and two sampler replicas (1 CPU each).
         cpu_node = cluster.add_node(num_cpus=3)
         # gpu-group stand-in: num-cpus "0" and the custom resource, as in the manifest.
