@@ -23,6 +23,10 @@ RAY_SETUP_ALLOWANCE_S = 240
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # One Ray at a time: a test that starts a cluster of its own runs before the session's Ray
+    # exists (beside it, on a 2-core box with two busy loops, a new raylet missed Ray's fixed
+    # 30 s registration limit; alone it starts in seconds).
+    items.sort(key=lambda item: item.get_closest_marker("own_cluster") is None)
     ray_items = [item for item in items if "ray_session" in getattr(item, "fixturenames", ())]
     if not ray_items:
         return
