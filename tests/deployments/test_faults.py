@@ -149,6 +149,8 @@ async def test_rolling_upgrade_drains_the_ingress(
     upgraded = {**FAULTS, "ingress": {"frame_deadline_s": 9.0, "deployment_config": FIXED}}
     frames = alternating(images)
     got: list[Any] = []
+    sent_at: dict[int, float] = {}
+    latency: dict[int, float] = {}
     async with OCRStreamClient(
         f"{service_url}/roll", fps=30, max_in_flight=2, backoff_max=2.0, max_retries=30
     ) as client:
@@ -156,12 +158,14 @@ async def test_rolling_upgrade_drains_the_ingress(
         async def read() -> None:
             async for answer in client.results():
                 got.append(answer)
+                latency[answer.frame_id] = time.monotonic() - sent_at[answer.frame_id]
 
         reader = asyncio.create_task(read())
         upgrade: asyncio.Future[None] | None = None
         sent = 0
         done_at = None
         while done_at is None or time.monotonic() - done_at < 4 or sent < 40:
+            sent_at[sent] = time.monotonic()
             await client.send(frames[sent % 2], ts=float(sent))
             sent += 1
             if sent == 8:
@@ -174,7 +178,10 @@ async def test_rolling_upgrade_drains_the_ingress(
     assert replica("roll", "StreamIngress")._actor_id != old, "the ingress was replaced"
     assert "connection closed (1012 server restarting)" in caplog.text, "the old replica said restart"
     assert sorted(a.frame_id for a in got) == list(range(sent)), "one answer per frame across the rollout"
-    assert [a for a in got if a.type == "error"] == [], "frames in flight got their real answers"
+    # A draining replica waits for its frames' real answers up to the frame deadline (9-10 s), then
+    # answers the rest `internal`: on a box busy with other work a read can outlast it.
+    late = [a for a in got if a.type == "error" and latency[a.frame_id] < 8.5]
+    assert late == [], "frames in flight got their real answers (or the deadline's, no sooner)"
     serve.delete("roll")
 
 
