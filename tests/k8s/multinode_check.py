@@ -114,30 +114,19 @@ def wait_healthy(url: str) -> None:
     raise AssertionError(f"/healthz not 200 within {READY_TIMEOUT_S:.0f} s")
 
 
-def replica_nodes() -> dict[str, set[str]]:
-    """Deployment name -> node ids of its running replicas, as Serve's controller reports them
-    (what `serve status` and the dashboard show; asked directly, so the cluster needs no dashboard)."""
+def replica_nodes() -> dict[str, list[str]]:
+    """Deployment name -> the node id of each of its running replicas, as Serve's controller reports
+    them (what `serve status` and the dashboard show; asked directly, so the cluster needs no dashboard)."""
     from ray.serve.context import _get_global_client
 
     details = _get_global_client().get_serve_details()
-    nodes: dict[str, set[str]] = {}
+    nodes: dict[str, list[str]] = {}
     for app in details["applications"].values():
         for name, deployment in app["deployments"].items():
             for replica in deployment["replicas"]:
                 if replica["state"] == "RUNNING":
-                    nodes.setdefault(name, set()).add(replica["node_id"])
+                    nodes.setdefault(name, []).append(replica["node_id"])
     return nodes
-
-
-def replica_count(deployment: str) -> int:
-    from ray.serve.context import _get_global_client
-
-    details = _get_global_client().get_serve_details()
-    return sum(
-        replica["state"] == "RUNNING"
-        for app in details["applications"].values()
-        for replica in app["deployments"].get(deployment, {}).get("replicas", [])
-    )
 
 
 async def stream_one_frame(ws_url: str, token: str) -> dict[str, Any]:
@@ -204,13 +193,14 @@ def run_checks(head_id: str, cpu_id: str, gpu_id: str) -> None:
     wait_healthy(url)
     log("application healthy")
 
-    nodes = replica_nodes()
+    replicas = replica_nodes()
+    nodes = {name: set(ids) for name, ids in replicas.items()}
     log(f"replica nodes: { {k: sorted(v) for k, v in nodes.items()} }")
     names = {"head": head_id, "cpu": cpu_id, "gpu": gpu_id}
     where = {k: sorted(n for n, i in names.items() if i in v) for k, v in nodes.items()}
     log(f"placement: {where}")
     assert nodes.get("OCRModel") == {gpu_id}, f"OCRModel must run on the {GPU_RESOURCE} node only: {where}"
-    samplers = replica_count("FrameSampler")
+    samplers = len(replicas.get("FrameSampler", []))
     assert samplers == SAMPLER_REPLICAS, f"{samplers} sampler replicas, not {SAMPLER_REPLICAS}"
     for name in ("StreamIngress", "FrameSampler"):
         assert nodes.get(name) == {cpu_id}, f"{name} must run on the CPU node only: {where}"
