@@ -20,7 +20,10 @@ minus what the same processes take idle (measured first, ``--idle-s``).
   costs per message at this rate, before any of our code.
 - ``paths`` (issue goal 2; ``StandInModel``, answers every read at once):
   ``--streams`` open-loop streams, one run per path: ``rate`` (30 fps, new
-  text in every frame, ``fps=1``: most frames answered ``rate``, undecoded),
+  text in every frame, ``fps=1``, and the ingress' ``compare_fps`` set to 1
+  for this run through its live knobs: 29 of 30 frames answered ``rate``
+  undecoded; with the default 15, half the frames would be decoded and
+  compared first),
   ``duplicate`` (30 fps, a still label on the conveyor scene with camera
   noise, default settings) and ``read`` (new text in every frame, the
   stream's ``fps`` and the sampler's ``max_fps`` 10,000, at ``--read-fps``
@@ -69,7 +72,7 @@ from bench.loadgen import READ, LoadGen, LoadSpec, Phase, analyse, frame_pool
 from bench.serving_paths import PATHS as SERVING_PATHS
 from bench.serving_paths import paths_app
 from bench.standin import GPUShapedModel, StandInModel
-from serve_app.config import _merged
+from serve_app.config import SamplerConfig, _merged
 
 OUT = ROOT / "docs" / "bench" / "ceiling.json"
 LOADGEN = "benchmark (this process)"
@@ -191,6 +194,7 @@ async def paths(url: str, args: argparse.Namespace) -> dict[str, Any]:
     out["read_fps"] = args.read_fps
     cost: dict[str, float] = {}  # ms of CPU per frame of each outcome, solved in PATHS order
     for path in PATHS:
+        await _ingress_knobs({"compare_fps": 1.0 if path == "rate" else SamplerConfig().compare_fps})
         row = await load(runs[path], idle)
         n = row["answered"]
         counts = row["outcomes"]
@@ -210,6 +214,13 @@ async def paths(url: str, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
     return out
+
+
+async def _ingress_knobs(changes: dict[str, Any]) -> None:
+    """The ingress replica's live sampling knobs, set as a ``user_config`` update sets them."""
+    from ray import serve
+
+    await serve.get_deployment_handle("StreamIngress", "ocr").reconfigure.remote(changes)
 
 
 def _key(path: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.options import on_serve_loop
 from serve_app.admission import Admission
 from serve_app.config import SamplerConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
@@ -47,7 +48,7 @@ class FrameSampler:
 
     @classmethod
     def get_deployment_options(cls, config: SamplerConfig) -> dict[str, Any]:
-        return {**DEFAULT_DEPLOYMENT_OPTIONS, **config.deployment_config}
+        return on_serve_loop(DEFAULT_DEPLOYMENT_OPTIONS, config.deployment_config)
 
     async def _read(self, request: ReadRequest) -> ReadReply:
         return await self._model.read(request.stream_id, request.image, request.received, request.roi)

@@ -29,7 +29,8 @@ light. :meth:`ChangeDetector.compare` then judges two things separately:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -54,6 +55,9 @@ class Fingerprint:
     scale: tuple[float, float]  # grey px per frame px: grey = frame * scale - offset
     offset: tuple[float, float]
     contrast: np.ndarray  # int8 (h, w): the normalised grey image x 16
+    # Small things compares work out from this frame, kept for its next compares (a reference is
+    # compared with every frame until the next read): its texture energy, its text-like regions.
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_frame(self, x: float, y: float) -> tuple[int, int]:
         return round((x + self.offset[0]) / self.scale[0]), round((y + self.offset[1]) / self.scale[1])
@@ -120,7 +124,7 @@ class ChangeDetector:
             return Comparison(same=False, score=math.inf)
         ref = reference.contrast.astype(np.float32) * (1 / _SCALE)
         cur = frame.contrast.astype(np.float32) * (1 / _SCALE)
-        rects = _box_rects(boxes or [], reference, c) or _text_like(reference.contrast, c)
+        rects = _box_rects(boxes or [], reference, c) or _text_like(reference, c)
         fits = _fits(reference, frame, rects, c)
         text_score, where = 0.0, None
         for fit in fits:
@@ -138,7 +142,7 @@ class ChangeDetector:
                     regions=len(fits),
                     where=None if where is None else reference.to_frame(*where),
                 )
-        scene_score, scene_spot = _scene(ref, cur, rects, c)
+        scene_score, scene_spot = _scene(reference, frame, rects, c)
         score = max(text_score / c.threshold, scene_score / c.scene_threshold)
         if scene_score / c.scene_threshold > text_score / c.threshold:
             where = scene_spot
@@ -173,8 +177,20 @@ def _box_rects(boxes: list[list[list[int]]], fp: Fingerprint, c: DedupConfig) ->
     return rects
 
 
-def _text_like(contrast: np.ndarray, c: DedupConfig) -> list[Rect]:
+def _derived(fp: Fingerprint, key: tuple[Any, ...], make: Any) -> Any:
+    """``make(fp)``, worked out once per fingerprint and ``key`` (two threads may both work it out)."""
+    value = fp.derived.get(key)
+    if value is None:
+        value = fp.derived[key] = make(fp)
+    return value
+
+
+def _text_like(fp: Fingerprint, c: DedupConfig) -> list[Rect]:
     """Regions of the reference that look like lines of text: strokes merged along a line."""
+    return _derived(fp, ("text_like", c.padding, c.block, c.max_regions), lambda f: _find_text(f.contrast, c))
+
+
+def _find_text(contrast: np.ndarray, c: DedupConfig) -> list[Rect]:
     strokes = (np.abs(contrast) >= round(1.5 * _SCALE)).astype(np.uint8)
     merged = cv2.dilate(strokes, np.ones((3, 2 * c.padding + 1), np.uint8))  # characters into words
     _, _, stats, _ = cv2.connectedComponentsWithStats(merged, connectivity=8)
@@ -310,14 +326,23 @@ def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tu
     return float(score), (fx0 + bx, fy0 + by)
 
 
+def _energy(fp: Fingerprint, c: DedupConfig) -> np.ndarray:
+    """Texture energy: the mean |contrast| of each ``cell`` x ``cell`` cell."""
+
+    def make(f: Fingerprint) -> np.ndarray:
+        h, w = f.contrast.shape
+        size = (max(1, w // c.cell), max(1, h // c.cell))
+        energy = cv2.resize(np.abs(f.contrast).view(np.uint8), size, interpolation=cv2.INTER_AREA)
+        return energy.astype(np.float32) * (1 / _SCALE)  # |int8| <= 127: fits uint8
+
+    return _derived(fp, ("energy", c.cell), make)
+
+
 def _scene(
-    ref: np.ndarray, cur: np.ndarray, rects: list[Rect], c: DedupConfig
+    reference: Fingerprint, frame: Fingerprint, rects: list[Rect], c: DedupConfig
 ) -> tuple[float, tuple[int, int]]:
     """Texture that appeared or went away outside the text regions, over a word-sized area."""
-    h, w = ref.shape
-    size = (max(1, w // c.cell), max(1, h // c.cell))
-    energy_ref = cv2.resize(np.abs(ref), size, interpolation=cv2.INTER_AREA)
-    energy_cur = cv2.resize(np.abs(cur), size, interpolation=cv2.INTER_AREA)
+    energy_ref, energy_cur = _energy(reference, c), _energy(frame, c)
     reach = np.ones((2 * c.reach + 1, 2 * c.reach + 1), np.uint8)
     appeared = energy_cur - cv2.dilate(energy_ref, reach)
     gone = energy_ref - cv2.dilate(energy_cur, reach)
