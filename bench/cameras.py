@@ -67,6 +67,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.camera import iter_scene
 from bench.common import (
     ROOT,
+    ReplicaPoller,
     cpu_delta,
     machine_info,
     percentile,
@@ -431,8 +432,8 @@ def table(steps: Sequence[dict[str, Any]]) -> str:
     head = (
         "| cameras | answered | within 300 ms | answer p50 / p99 | read p50 / p99 | ping p99 / max "
         "| reads/s | text right | change delay p50 / max (frames) | service CPU ms/frame (above idle) "
-        "| holds |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "| ingress replicas | holds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for s in steps:
@@ -444,7 +445,7 @@ def table(steps: Sequence[dict[str, Any]]) -> str:
             f"| {s['ping_ms']['p99']:.0f} / {s['ping_ms']['max']:.0f} ms | {s['reads_per_s']:g} "
             f"| {s['text_right_share']:.1%} | {d['p50']} / {d['max']} ({s['changes_shown']}/{s['changes']}) "
             f"| {s['service_cpu_ms_per_frame']} ({s['service_cpu_ms_per_frame_above_idle']}) "
-            f"| {'yes' if s['holds'] else 'no'} |"
+            f"| {s.get('replicas_at_end', {}).get('StreamIngress', '-')} | {'yes' if s['holds'] else 'no'} |"
         )
     return "\n".join([head, *rows])
 
@@ -587,6 +588,7 @@ def main(argv: list[str] | None = None) -> None:
             runs, cpu, window_s = asyncio.run(run_step(url, cameras[:n], args))
             step = analyse_step(runs, cpu, window_s, report["idle_cpu_cores"], args)
             step["loadavg_1min_before"] = load
+            step["replicas_at_end"] = {k: v for k, v in ReplicaPoller().sample().items() if k != "t"}
             report["steps"].append(step)
             print(
                 f"[{n} cameras] within 300 ms {step['answered_within_300ms_share']:.1%}, "
@@ -594,7 +596,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"text right {step['text_right_share']:.1%}, reads/s {step['reads_per_s']}, "
                 f"unanswered {step['unanswered']}, service CPU above idle "
                 f"{step['service_cpu_ms_per_frame_above_idle']} ms/frame "
-                f"{step['cpu_ms_per_frame_above_idle']}, holds: {step['holds']}",
+                f"{step['cpu_ms_per_frame_above_idle']}, replicas {step['replicas_at_end']}, "
+                f"holds: {step['holds']}",
                 flush=True,
             )
             report["last_step_that_holds"] = last_holding(report["steps"])

@@ -29,7 +29,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocketDisconnect
 
 import serve_app
-from deployments.options import on_serve_loop
+from deployments.options import READ_CALL, on_serve_loop
+from serve_app.autoscaling import BUSY, CpuShare
 from serve_app.config import IngressConfig, SamplerConfig
 from serve_app.dedup import ChangeDetector
 from serve_app.images import probe
@@ -103,7 +104,7 @@ class StreamIngress:
     def __init__(self, config: IngressConfig, *, sampler: DeploymentHandle, sampling: SamplerConfig) -> None:
         self._config = config
         self._sampler = sampler
-        self._reads = ReadBatcher(sampler.options(stream=True).read.remote)
+        self._reads = ReadBatcher(sampler.options(**READ_CALL).read.remote)
         self._sampling = sampling
         self._detector = ChangeDetector(sampling.dedup)
         self._compare = ThreadPoolExecutor(config.compare_threads, thread_name_prefix="compare")
@@ -115,6 +116,7 @@ class StreamIngress:
         self._draining = asyncio.Event()
         self._info: dict[str, Any] | None = None
         self._metrics = IngressMetrics()
+        self._cpu = CpuShare()
         self._budget = ByteBudget(config.max_held_bytes)
         self._shedder = LoadShedder(config.shed_lag_s)
         self._auth = Authenticator(config.security)
@@ -124,6 +126,10 @@ class StreamIngress:
                 "client authentication (JWT) is OFF (ingress.security.auth.enabled: false): any client "
                 "of this port may connect; local use only"
             )
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metric: the share of a core this replica used (serve_app/autoscaling.py)."""
+        return {BUSY: self._cpu.read()}
 
     @classmethod
     def get_deployment_options(cls, config: IngressConfig) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Serve options the deployments build on.
 
+``READ_CALL``: reads cross the hops (ingress -> sampler -> model) as streaming
+calls by value, over the replicas' gRPC servers, not as Ray objects passed by
+reference: about half the CPU per call on a 2-core box
+(``python -m bench.serving_paths --paths handles``, docs/benchmarks.md).
+
 ``on_serve_loop``: a replica whose code never blocks its event loop (the ingress,
 the sampler: compares run in a thread pool, model calls are awaited) runs it on
 Serve's own loop, not on a loop of its own in a second thread. Every message,
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+READ_CALL: dict[str, Any] = {"stream": True, "_by_reference": False}
 SAME_LOOP_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 

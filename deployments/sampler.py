@@ -19,7 +19,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.options import on_serve_loop
+from deployments.options import READ_CALL, on_serve_loop
 from serve_app.admission import Admission
 from serve_app.config import SamplerConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
@@ -54,7 +54,7 @@ class FrameSampler:
         return await self._model.read(request.stream_id, request.image, request.received, request.roi)
 
     def _call_model(self, requests: list[ReadRequest]) -> Replies:
-        return self._ocr.options(stream=True).read.remote(requests, (self._id, self._admission.demand))
+        return self._ocr.options(**READ_CALL).read.remote(requests, (self._id, self._admission.demand))
 
     async def _tick(self) -> None:
         reported, ticks = 0, 0
