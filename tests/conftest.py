@@ -77,25 +77,33 @@ def service_url(ray_session: None) -> Iterator[str]:
     from ray import serve
 
     from serve_app.app import compose
-    from serve_app.config import AppConfig
 
     port = free_port()
     # The controller's environment of configs/serve.yaml (FORWARDED_ALLOW_IPS off), as `serve run` gives it.
     controller = yaml.safe_load(SERVE_CONFIG.read_text())["controller_options"]
     serve.start(http_options={"host": "127.0.0.1", "port": port}, controller_options=controller)
-    config = AppConfig.from_file(SERVE_CONFIG)
-    serve.run(compose(config), name="ocr", route_prefix="/", blocking=False)
+    serve.run(compose(app_config({})), name="ocr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url)
     yield url
     serve.delete("ocr")
 
 
-def app_config(overrides: dict[str, Any]) -> Any:
-    """configs/serve.yaml's args with ``overrides`` merged in, validated."""
-    from serve_app.config import AppConfig
+# The test applications' ingress scales on connections only: a scale-up on CPU under one test's
+# load, and its downscale 300 s later (1012 to that replica's streams), would land in other tests.
+# tests/deployments/test_ingress.py::test_a_busy_ingress_gets_a_second_replica checks it on its own.
+CONNECTIONS_ONLY = {
+    "ingress": {
+        "deployment_config": {"autoscaling_config": {"policy": {"policy_kwargs": {"busy_per_replica": 1e6}}}}
+    }
+}
 
-    return AppConfig.from_file(SERVE_CONFIG).overridden(overrides)
+
+def app_config(overrides: dict[str, Any]) -> Any:
+    """configs/serve.yaml's args (ingress on connections only) with ``overrides`` merged in, validated."""
+    from serve_app.config import AppConfig, _merged
+
+    return AppConfig.from_file(SERVE_CONFIG).overridden(_merged(CONNECTIONS_ONLY, overrides))
 
 
 @pytest.fixture(scope="module")

@@ -225,3 +225,50 @@ def test_healthz_and_info(service_url: str) -> None:
     assert all(len(m["hash"]) == 16 for m in info["models"])
     assert info["engine"] == "onnxruntime" and info["device"] == "cpu"
     assert info["limits"]["max_pixels"] > 0 and info["limits"]["fps_max"] >= info["limits"]["fps_default"]
+
+
+def running_replicas(app: str, deployment: str) -> int:
+    from ray import serve
+
+    states = serve.status().applications[app].deployments[deployment].replica_states
+    return sum(n for state, n in states.items() if str(state).endswith("RUNNING"))
+
+
+@pytest.mark.timeout(240)
+async def test_a_busy_ingress_gets_a_second_replica(deploy_app: Any, images: Path) -> None:
+    """The ingress scales on CPU, not only on connections: one camera's stream is far from 2,000
+    connections, but over ``busy_per_replica`` (low here, so that one stream is enough)."""
+    policy = {"policy_kwargs": {"busy_per_replica": 0.03}}
+    scaling = {"upscale_delay_s": 1, "look_back_period_s": 12, "policy": policy}
+    url = deploy_app("busy", {"ingress": {"deployment_config": {"autoscaling_config": scaling}}})
+    ws_url = url.replace("http://", "ws://") + "/v1/stream"
+    frames = [(images / n).read_bytes() for n in ("text_rec.jpg", "short.png")]
+    stream = await open_stream(ws_url, "?stream_id=busy-camera&fps=30")
+    answered: list[int] = []
+
+    async def collect() -> None:
+        async for message in stream.ws:
+            answer = json.loads(message)
+            if answer["type"] in ("result", "error"):
+                answered.append(answer["frame_id"])
+
+    collector = asyncio.create_task(collect())
+    sent, deadline = 0, asyncio.get_running_loop().time() + 120
+    while running_replicas("busy", "StreamIngress") < 2 and asyncio.get_running_loop().time() < deadline:
+        for _ in range(15):
+            await stream.ws.send(encode_binary_frame(sent, frames[sent % 2]))
+            sent += 1
+            await asyncio.sleep(1 / 30)
+    assert running_replicas("busy", "StreamIngress") == 2, "a busy ingress asks for a second replica"
+    for _ in range(600):  # the stream on the first replica goes on: every frame answered once
+        if len(answered) >= sent:
+            break
+        await asyncio.sleep(0.1)
+    collector.cancel()
+    assert sorted(answered) == list(range(sent))
+    other = await open_stream(ws_url, "?stream_id=next-camera")  # a new stream is served too
+    await other.ws.send(encode_binary_frame(1, frames[0]))
+    answer = await other.until_not_overloaded(await other.answer(), frames[0])
+    assert answer["frame_id"] == 1 and answer["type"] == "result"
+    await other.ws.close()
+    await stream.ws.close()
