@@ -27,6 +27,7 @@ ModelFn = Callable[[ReadRequest], Awaitable[ReadReply]]  # retries a failed call
 class _Waiter:
     request: ReadRequest
     slot: asyncio.Future[None]
+    started: int = 0  # its number among the reads started (``Admission.reads``)
 
 
 class Admission:
@@ -37,6 +38,7 @@ class Admission:
         self._served: dict[str, float] = {}  # stream -> when its last read started (monotonic)
         self._in_flight = 0
         self._window = float(config.min_reads_in_flight)
+        self._shrunk_at = 0  # reads started when the window last shrank
         self.reads = 0  # reads started, ever (metrics)
 
     def reconfigure(self, config: SamplerConfig) -> None:
@@ -85,7 +87,7 @@ class Admission:
             reply = await self._read_in_time(request)
         finally:
             self._release()
-        self._adapt(reply)
+        self._adapt(reply, waiter.started)
         return reply
 
     def _release(self) -> None:
@@ -100,15 +102,19 @@ class Admission:
             self._served[waiter.request.stream_id] = time.monotonic()
             self._in_flight += 1
             self.reads += 1
+            waiter.started = self.reads
             waiter.slot.set_result(None)
 
-    def _adapt(self, reply: ReadReply) -> None:
+    def _adapt(self, reply: ReadReply, started: int) -> None:
         """AIMD on the window: back off as soon as reads queue at the model.
 
         A read that waited behind earlier batches (``backlog_ms``; the wait for
         its own batch to fill does not count, or a batching model would never
         get more than one read) for more than half a batch time means the model
-        replicas hold a backlog: shrink by a quarter. A read that met no
+        replicas hold a backlog: shrink by a quarter, once per window: the reads
+        started before the last shrink (``started``, their number) met the
+        backlog it answered, and a batch of 16 such replies must shrink it once,
+        not 16 times (0.75^16). A read that met no
         backlog while the window was full and reads were waiting means there
         may be room: grow by 1/window (one slot per window of completed reads).
         The window follows the model's capacity as replicas come and go, with
@@ -119,7 +125,9 @@ class Admission:
             return  # a failed read says nothing about capacity
         batch_ms = max(reply.ocr_ms, 1.0)  # a model that answers at once still counts as 1 ms
         if reply.backlog_ms > 0.5 * batch_ms:
-            self._window = max(low, self._window * 0.75)
+            if started > self._shrunk_at:
+                self._window = max(low, self._window * 0.75)
+                self._shrunk_at = self.reads
         elif reply.backlog_ms < 0.1 * batch_ms and self._in_flight + 1 >= int(self._window) and self._waiting:
             self._window = min(high, self._window + 1.0 / self._window)
 

@@ -122,9 +122,22 @@ async def test_a_cancelled_read_gives_its_slot_back() -> None:
 
 async def test_the_window_shrinks_when_reads_queue_at_the_model() -> None:
     admission, _ = make(min_reads_in_flight=1, max_reads_in_flight=8)
-    admission._window = 8.0
-    admission._adapt(ReadReply(lines=[], ocr_ms=100.0, queue_ms=200.0, backlog_ms=200.0))
+    admission._window, admission.reads = 8.0, 8
+    admission._adapt(ReadReply(lines=[], ocr_ms=100.0, queue_ms=200.0, backlog_ms=200.0), started=8)
     assert admission.stats["window"] == 6.0
+
+
+async def test_a_batch_that_met_a_backlog_shrinks_the_window_once() -> None:
+    """16 replies of one batch that waited are one signal: a quarter off, not 0.75^16."""
+    admission, _ = make(min_reads_in_flight=1, max_reads_in_flight=32)
+    admission._window, admission.reads = 32.0, 32
+    waited = ReadReply(lines=[], ocr_ms=25.0, queue_ms=50.0, backlog_ms=25.0)
+    for started in range(17, 33):
+        admission._adapt(waited, started)
+    assert admission.stats["window"] == 24.0
+    admission.reads = 40  # reads started after the shrink that meet a backlog again
+    admission._adapt(waited, started=33)
+    assert admission.stats["window"] == 18.0
 
 
 class BatchingModel:
