@@ -89,21 +89,11 @@ def service_url(ray_session: None) -> Iterator[str]:
     serve.delete("ocr")
 
 
-# The test applications' ingress scales on connections only: a scale-up on CPU under one test's
-# load, and its downscale 300 s later (1012 to that replica's streams), would land in other tests.
-# tests/deployments/test_ingress.py::test_a_busy_ingress_gets_a_second_replica checks it on its own.
-CONNECTIONS_ONLY = {
-    "ingress": {
-        "deployment_config": {"autoscaling_config": {"policy": {"policy_kwargs": {"busy_per_replica": 1e6}}}}
-    }
-}
-
-
 def app_config(overrides: dict[str, Any]) -> Any:
-    """configs/serve.yaml's args (ingress on connections only) with ``overrides`` merged in, validated."""
-    from serve_app.config import AppConfig, _merged
+    """configs/serve.yaml's args with ``overrides`` merged in, validated."""
+    from serve_app.config import AppConfig
 
-    return AppConfig.from_file(SERVE_CONFIG).overridden(_merged(CONNECTIONS_ONLY, overrides))
+    return AppConfig.from_file(SERVE_CONFIG).overridden(overrides)
 
 
 @pytest.fixture(scope="module")

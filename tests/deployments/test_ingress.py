@@ -236,9 +236,13 @@ def running_replicas(app: str, deployment: str) -> int:
 
 @pytest.mark.timeout(240)
 async def test_a_busy_ingress_gets_a_second_replica(deploy_app: Any, images: Path) -> None:
-    """The ingress scales on CPU, not only on connections: one camera's stream is far from 2,000
-    connections, but over ``busy_per_replica`` (low here, so that one stream is enough)."""
-    policy = {"policy_kwargs": {"busy_per_replica": 0.03}}
+    """The ingress scales on CPU, not only on connections (``IngressPolicy``, as configs/serve.gpu.yaml
+    and k8s/rayservice.yaml ship it): one camera's stream is far from 2,000 connections, but over
+    ``busy_per_replica`` (low here, so that one stream is enough)."""
+    policy = {
+        "policy_function": "serve_app.autoscaling:IngressPolicy",
+        "policy_kwargs": {"busy_per_replica": 0.03},
+    }
     scaling = {"upscale_delay_s": 1, "look_back_period_s": 12, "policy": policy}
     url = deploy_app("busy", {"ingress": {"deployment_config": {"autoscaling_config": scaling}}})
     ws_url = url.replace("http://", "ws://") + "/v1/stream"

@@ -131,7 +131,7 @@ async def test_a_batch_that_met_a_backlog_shrinks_the_window_once() -> None:
     """16 replies of one batch that waited are one signal: a quarter off, not 0.75^16."""
     admission, _ = make(min_reads_in_flight=1, max_reads_in_flight=32)
     admission._window, admission.reads = 32.0, 32
-    waited = ReadReply(lines=[], ocr_ms=25.0, queue_ms=50.0, backlog_ms=25.0)
+    waited = ReadReply(lines=[], ocr_ms=25.0, queue_ms=60.0, backlog_ms=50.0)  # behind two batches
     for started in range(17, 33):
         admission._adapt(waited, started)
     assert admission.stats["window"] == 24.0
