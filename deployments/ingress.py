@@ -109,7 +109,7 @@ class StreamIngress:
         self._detector = ChangeDetector(sampling.dedup)
         self._compare = ThreadPoolExecutor(config.compare_threads, thread_name_prefix="compare")
         # The compare threads are this replica's parallelism: OpenCV's own worker pool only split
-        # each small operation across cores and handed it back (~40% more CPU a compare, bench/).
+        # each small operation across cores and handed it back (~40% more CPU a compare: docs/dedup.md).
         cv2.setNumThreads(1)
         self._sessions: dict[StreamSession, WebSocket] = {}
         self._expiry: asyncio.Task[None] | None = None

@@ -19,8 +19,10 @@ long before 2,000 connections do. Each ingress replica reports the share of a
 core its process used since its last report (``busy``, :class:`CpuShare`);
 :class:`IngressPolicy` asks for enough replicas for both: connections /
 ``target_ongoing_requests`` and the summed ``busy`` / ``busy_per_replica``.
-New connections go to the least loaded replica; open streams stay where they
-are (a WebSocket never moves), so added replicas take the streams that come next.
+Open streams stay where they are (a WebSocket never moves): an added replica
+takes streams that connect after it. configs/serve.gpu.yaml and
+k8s/rayservice.yaml use it; the 2-core laptop config does not (a second
+ingress there only took the model's core: docs/benchmarks.md).
 """
 
 from __future__ import annotations

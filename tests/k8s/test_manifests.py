@@ -51,6 +51,10 @@ RAYSERVICE_OVERRIDES = frozenset(
         _APP + "ingress.deployment_config.ray_actor_options.num_cpus",  # a core each
         _APP + "ingress.deployment_config.autoscaling_config.min_replicas",  # 2: HA
         _APP + "ingress.deployment_config.autoscaling_config.max_replicas",
+        # on CPU too (IngressPolicy): the model is on GPU nodes; on the 2-core laptop a second
+        # ingress only takes the model's core
+        _APP + "ingress.deployment_config.autoscaling_config.policy",
+        _APP + "ingress.deployment_config.autoscaling_config.look_back_period_s",
         _APP + "sampler.max_reads_in_flight",  # feeds up to 8 GPU replicas
         _APP + "sampler.deployment_config.ray_actor_options.num_cpus",
         _APP + "sampler.deployment_config.autoscaling_config.min_replicas",  # 2: HA
@@ -72,6 +76,8 @@ GPU_OVERRIDES = frozenset(
         _APP + "ocr.device",
         _APP + "ocr.max_batch_size",
         _APP + "ocr.deployment_config.ray_actor_options.num_gpus",
+        _APP + "ingress.deployment_config.autoscaling_config.policy",  # on CPU too, as in k8s
+        _APP + "ingress.deployment_config.autoscaling_config.look_back_period_s",
     }
 )
 
