@@ -67,12 +67,12 @@ from websockets.exceptions import ConnectionClosed
 from bench.camera import iter_scene
 from bench.common import (
     ROOT,
-    ReplicaPoller,
     cpu_delta,
     machine_info,
     percentile,
     process_cpu,
     running_app,
+    running_replicas,
     summary,
     wait_for_no_ray,
     write_json,
@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
             runs, cpu, window_s = asyncio.run(run_step(url, cameras[:n], args))
             step = analyse_step(runs, cpu, window_s, report["idle_cpu_cores"], args)
             step["loadavg_1min_before"] = load
-            step["replicas_at_end"] = {k: v for k, v in ReplicaPoller().sample().items() if k != "t"}
+            step["replicas_at_end"] = running_replicas()
             report["steps"].append(step)
             print(
                 f"[{n} cameras] within 300 ms {step['answered_within_300ms_share']:.1%}, "

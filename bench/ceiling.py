@@ -193,8 +193,10 @@ async def paths(url: str, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"idle_cpu_s_per_s": idle, "streams": args.streams, "fps": FPS}
     out["read_fps"] = args.read_fps
     cost: dict[str, float] = {}  # ms of CPU per frame of each outcome, solved in PATHS order
+    sampling = _merged(APP_ARGS, json.loads(args.app_args)).get("sampler", {})
+    compare_fps = sampling.get("compare_fps", SamplerConfig().compare_fps)  # the app's, restored after `rate`
     for path in PATHS:
-        await _ingress_knobs({"compare_fps": 1.0 if path == "rate" else SamplerConfig().compare_fps})
+        await _ingress_knobs({"compare_fps": 1.0 if path == "rate" else compare_fps})
         row = await load(runs[path], idle)
         n = row["answered"]
         counts = row["outcomes"]

@@ -185,15 +185,18 @@ class ReplicaPoller(Periodic):
         self.app = app
 
     def sample(self) -> dict[str, Any]:
-        from ray import serve
+        return {"t": self.elapsed(), **running_replicas(self.app)}
 
-        app = serve.status().applications[self.app]
-        sample: dict[str, Any] = {"t": self.elapsed()}
-        for name, deployment in app.deployments.items():
-            sample[name] = sum(
-                n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING")
-            )
-        return sample
+
+def running_replicas(app: str = "ocr") -> dict[str, int]:
+    """RUNNING replicas of each deployment of ``app`` now (needs Ray initialised in this process)."""
+    from ray import serve
+
+    deployments = serve.status().applications[app].deployments
+    return {
+        name: sum(n for state, n in deployment.replica_states.items() if str(state).endswith("RUNNING"))
+        for name, deployment in deployments.items()
+    }
 
 
 def wait_for_no_ray(timeout_s: float = 600.0, poll_s: float = 10.0) -> None:

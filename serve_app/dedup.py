@@ -29,6 +29,7 @@ light. :meth:`ChangeDetector.compare` then judges two things separately:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,7 +178,7 @@ def _box_rects(boxes: list[list[list[int]]], fp: Fingerprint, c: DedupConfig) ->
     return rects
 
 
-def _derived(fp: Fingerprint, key: tuple[Any, ...], make: Any) -> Any:
+def _derived(fp: Fingerprint, key: tuple[Any, ...], make: Callable[[Fingerprint], Any]) -> Any:
     """``make(fp)``, worked out once per fingerprint and ``key`` (two threads may both work it out)."""
     value = fp.derived.get(key)
     if value is None:
