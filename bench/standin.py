@@ -6,8 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from ray import serve
-
+from serve_app.batching import Batcher
 from serve_app.config import OCRConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
 from serve_app.reads import Replies, replies_as_completed
@@ -48,11 +47,11 @@ class GPUShapedModel(StandInModel):
     def __init__(self, config: OCRConfig, *, max_pixels: int) -> None:
         super().__init__(config, max_pixels=max_pixels)
         self._free_at = 0.0
+        self._batches = Batcher(self._read_batch, max_size=self.MAX_BATCH, wait_s=config.batch_wait_timeout_s)
 
     async def _read_one(self, request: ReadRequest) -> ReadReply:
-        return await self._read_batch(time.time())
+        return await self._batches(time.time())
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=0.005)
     async def _read_batch(self, queued: list[float]) -> list[ReadReply]:
         start, free_at = time.time(), self._free_at
         await asyncio.sleep(self.BATCH_S)

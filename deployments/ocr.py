@@ -1,7 +1,8 @@
 """OCRModel: PaddleOCR in a Serve replica, frames batched across streams.
 
 One pipeline per replica, called only from this replica's single model
-thread; ``@serve.batch`` gathers frames of all streams into one model call.
+thread; a :class:`~serve_app.batching.Batcher` gathers the frames of all
+streams that came while the model was busy into its next call.
 Ready means warmed up: ``__init__`` reads a generated image before the
 replica takes traffic.
 """
@@ -18,9 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 import ray
-from ray import serve
 
 from serve_app.autoscaling import DEMAND, DemandBook
+from serve_app.batching import Batcher
 from serve_app.config import OCRConfig
 from serve_app.images import decode_bgr
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
@@ -55,8 +56,9 @@ class OCRModel:
         self._free_at = 0.0  # when the model thread finished its last batch (time.time())
         self._metrics = ModelMetrics()
         self._reader.read([warmup_image()])
-        self._read_batch.set_max_batch_size(config.max_batch_size)
-        self._read_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self._batches = Batcher(
+            self._read_batch, max_size=config.max_batch_size, wait_s=config.batch_wait_timeout_s
+        )
         logger.info("OCRModel ready on %s (engine %s)", device, config.engine)
 
     @classmethod
@@ -68,7 +70,7 @@ class OCRModel:
     ) -> AsyncIterator[list[tuple[int, ReadReply]]]:
         """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels); replies as they come.
 
-        The frames of one call, and of all calls, go through ``@serve.batch``
+        The frames of one call, and of all calls, are read in batches
         together. ``demand`` is (sampler replica, reads it wants now), for
         autoscaling.
         """
@@ -78,9 +80,8 @@ class OCRModel:
             yield replies
 
     async def _read_one(self, request: ReadRequest) -> ReadReply:
-        return await self._read_batch((request.image, request.roi, time.time()))
+        return await self._batches((request.image, request.roi, time.time()))
 
-    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
     async def _read_batch(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
         replies = await asyncio.get_running_loop().run_in_executor(self._thread, self._read_sync, items)
         self._metrics.batch_size.observe(len(items))
@@ -144,8 +145,8 @@ class OCRModel:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live knobs (batching) without reloading the model."""
         self._config = self._config.updated(user_config)  # type: ignore[assignment]
-        self._read_batch.set_max_batch_size(self._config.max_batch_size)
-        self._read_batch.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+        self._batches.max_size = self._config.max_batch_size
+        self._batches.wait_s = self._config.batch_wait_timeout_s
 
 
 def _shifted(lines: list[Line], dx: int, dy: int) -> list[Line]:

@@ -28,6 +28,7 @@ light. :meth:`ChangeDetector.compare` then judges two things separately:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,16 +124,16 @@ class ChangeDetector:
             or reference.contrast.shape != frame.contrast.shape
         ):
             return Comparison(same=False, score=math.inf)
-        ref = reference.contrast.astype(np.float32) * (1 / _SCALE)
-        cur = frame.contrast.astype(np.float32) * (1 / _SCALE)
+        ref, cur = _as_float(reference), _as_float(frame)
         rects = _box_rects(boxes or [], reference, c) or _text_like(reference, c)
-        fits = _fits(reference, frame, rects, c)
+        fits = _Fits(reference, frame, rects, c)
         text_score, where = 0.0, None
-        for fit in fits:
+        for i, rect in enumerate(rects):
+            fit = fits[i]
             score, spot = _residual(ref, cur, fit, c)
             if score > c.threshold:  # mis-tracked? try how the nearest other regions moved
-                for other in _neighbours(fit, fits, c.candidates):
-                    score, spot = min((score, spot), _residual(ref, cur, _Fit(fit.rect, other.matrix), c))
+                for j in _neighbours(i, rects, c.candidates):
+                    score, spot = min((score, spot), _residual(ref, cur, _Fit(rect, fits[j].matrix), c))
             if score > text_score:
                 text_score, where = score, spot
             if not full and text_score > c.threshold:
@@ -140,20 +141,20 @@ class ChangeDetector:
                     same=False,
                     score=text_score / c.threshold,
                     text_score=text_score,
-                    regions=len(fits),
+                    regions=len(rects),
                     where=None if where is None else reference.to_frame(*where),
                 )
         scene_score, scene_spot = _scene(reference, frame, rects, c)
         score = max(text_score / c.threshold, scene_score / c.scene_threshold)
         if scene_score / c.scene_threshold > text_score / c.threshold:
             where = scene_spot
-        motion = max((_motion(fit) for fit in fits), default=0.0) / reference.scale[0]
+        motion = max((_motion(fits[i]) for i in range(len(rects))), default=0.0) / reference.scale[0]
         return Comparison(
             same=score <= 1.0,
             score=score,
             text_score=text_score,
             scene_score=scene_score,
-            regions=len(fits),
+            regions=len(rects),
             motion=motion,
             where=None if where is None else reference.to_frame(*where),
         )
@@ -214,45 +215,60 @@ def _points(rect: Rect, c: DedupConfig) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for y in ys for x in xs]
 
 
-def _fits(ref: Fingerprint, cur: Fingerprint, rects: list[Rect], c: DedupConfig) -> list[_Fit]:
-    """For each region, the similarity mapping it from ``ref`` onto ``cur``.
+class _Fits:
+    """For each region, the similarity mapping it from ``ref`` onto ``cur``: ``fits[i]``.
 
-    Its pieces are tracked by pyramidal Lucas-Kanade (all regions in one call: sub-pixel,
-    and motions of ``search`` px and more); a similarity is fitted to each region's pieces
-    with RANSAC, so a changed character (a piece that moved oddly) does not bend the fit.
+    The pieces of all regions are tracked at once by pyramidal Lucas-Kanade (sub-pixel, and
+    motions of ``search`` px and more); a region's fit to its pieces (refitted without the
+    outliers, so a changed character, a piece that moved oddly, does not bend it) is worked
+    out when it is first asked for: a compare that stops at a changed region fits only the
+    regions it looked at.
     """
-    points = [_points(rect, c) for rect in rects]
-    flat = np.float32([p for region in points for p in region]).reshape(-1, 2)
-    if not len(flat):
-        return []
-    # Track within the regions' bounding box grown by ``search``: smaller pyramids to build.
-    h, w = ref.contrast.shape
-    reach = math.ceil(c.search) + c.chunk
-    x0, y0 = (max(0, min(r[i] for r in rects) - reach) for i in (0, 1))
-    x1, y1 = min(w, max(r[2] for r in rects) + reach), min(h, max(r[3] for r in rects) + reach)
-    origin = np.float32([x0, y0])
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(
-        _as_u8(ref.contrast[y0:y1, x0:x1]), _as_u8(cur.contrast[y0:y1, x0:x1]),
-        (flat - origin).reshape(-1, 1, 2), None, winSize=(c.chunk - 1, 2 * c.block - 1), maxLevel=c.pyramid,
-        criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01),
-    )  # fmt: skip
-    src, dst, ok = flat, moved.reshape(-1, 2) + origin, status.ravel() == 1
-    ok &= np.abs(dst - src).max(axis=1) <= c.search
-    fits, i = [], 0
-    everywhere = np.median(dst[ok] - src[ok], axis=0) if ok.any() else np.zeros(2, np.float32)
-    for rect, region in zip(rects, points, strict=True):
-        good = ok[i : i + len(region)]
-        s, d = src[i : i + len(region)][good], dst[i : i + len(region)][good]
-        i += len(region)
-        fits.append(_Fit(rect, _rigid(s, d) if len(s) else _shift(everywhere)))
-    return fits
+
+    def __init__(self, ref: Fingerprint, cur: Fingerprint, rects: list[Rect], c: DedupConfig) -> None:
+        self._rects = rects
+        self._fitted: dict[int, _Fit] = {}
+        points = [_points(rect, c) for rect in rects]
+        self._slices = list(itertools.pairwise(itertools.accumulate((len(p) for p in points), initial=0)))
+        flat = np.float32([p for region in points for p in region]).reshape(-1, 2)
+        if not len(flat):
+            return
+        # Track within the regions' bounding box grown by ``search``: smaller pyramids to build.
+        h, w = ref.contrast.shape
+        reach = math.ceil(c.search) + c.chunk
+        x0, y0 = (max(0, min(r[i] for r in rects) - reach) for i in (0, 1))
+        x1, y1 = min(w, max(r[2] for r in rects) + reach), min(h, max(r[3] for r in rects) + reach)
+        origin = np.float32([x0, y0])
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            _as_u8(ref.contrast[y0:y1, x0:x1]), _as_u8(cur.contrast[y0:y1, x0:x1]),
+            (flat - origin).reshape(-1, 1, 2), None, winSize=(c.chunk - 1, 2 * c.block - 1),
+            maxLevel=c.pyramid, criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01),
+        )  # fmt: skip
+        self._src, self._dst, ok = flat, moved.reshape(-1, 2) + origin, status.ravel() == 1
+        self._ok = ok & (np.abs(self._dst - self._src).max(axis=1) <= c.search)
+        self._everywhere = (
+            np.median(self._dst[self._ok] - self._src[self._ok], axis=0) if self._ok.any() else np.zeros(2)
+        )
+
+    def __getitem__(self, i: int) -> _Fit:
+        fit = self._fitted.get(i)
+        if fit is None:
+            start, end = self._slices[i]
+            good = self._ok[start:end]
+            src, dst = self._src[start:end][good], self._dst[start:end][good]
+            fit = self._fitted[i] = _Fit(
+                self._rects[i], _rigid(src, dst) if len(src) else _shift(self._everywhere)
+            )
+        return fit
 
 
-def _neighbours(fit: _Fit, fits: list[_Fit], count: int) -> list[_Fit]:
-    """The ``count`` other regions nearest to ``fit`` (lines of one card move together)."""
-    x0, y0, x1, y1 = fit.rect
-    others = [f for f in fits if f is not fit]
-    others.sort(key=lambda f: abs(f.rect[0] + f.rect[2] - x0 - x1) + abs(f.rect[1] + f.rect[3] - y0 - y1))
+def _neighbours(i: int, rects: list[Rect], count: int) -> list[int]:
+    """The ``count`` other regions nearest to region ``i`` (lines of one card move together)."""
+    x0, y0, x1, y1 = rects[i]
+    others = [j for j in range(len(rects)) if j != i]
+    others.sort(
+        key=lambda j: abs(rects[j][0] + rects[j][2] - x0 - x1) + abs(rects[j][1] + rects[j][3] - y0 - y1)
+    )
     return others[:count]
 
 
@@ -280,6 +296,10 @@ def _rigid(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
             break
         keep = fitted
     return m
+
+
+def _as_float(fp: Fingerprint) -> np.ndarray:
+    return fp.contrast.astype(np.float32) * (1 / _SCALE)
 
 
 def _as_u8(x: np.ndarray) -> np.ndarray:
