@@ -5,8 +5,9 @@ it exactly once:
 
 - **dedup** first: the frame is compared with the frame last read (or being
   read); the same content is answered ``duplicate`` with that read's lines (a
-  frame like one still being read waits for its lines), so a change is noticed
-  on the frame that shows it, whatever the rate;
+  frame like one still being read waits for its lines, unless that read is a
+  refresh: then the lines read before answer it at once), so a change is
+  noticed on the frame that shows it, whatever the rate;
 - a changed frame is **read** at once if the stream has no read in flight and
   a read token: the rate is a token bucket (``fps`` per second, ``burst``
   deep), so a change after a still spell is read at once and only steady
@@ -99,6 +100,7 @@ class _Candidate:
     # Like the frame compared before it: the view is not in the middle of changing.
     settled: bool = True
     forced: bool = False  # the same content, read again because the text tracker asks to confirm
+    refresh: bool = False  # the same content, read again because ``refresh_s`` has passed
     # Compared with a reference still being read (whole frame, no boxes): judged again with the
     # boxes once that read lands, before it is read itself.
     unboxed: _Reference | None = None
@@ -271,11 +273,14 @@ class StreamSampler:
                 job.image = b""  # answered with the lines of the read in flight
                 ref.followers.append(job)
                 return
-            if time.monotonic() - ref.read_at < self.config.refresh_s:
+            # A read in flight while the reference has its lines is a refresh of this content.
+            if self._reading or time.monotonic() - ref.read_at < self.config.refresh_s:
                 if self.tracker is None or not self.tracker.wants_read:
                     self._duplicate(job, ref)
                     return
                 candidate.forced = True  # a candidate text waits for a second read
+            else:
+                candidate.refresh = True
         if self._candidate is not None:
             self._skip(self._candidate.job, SkipReason.SUPERSEDED, job.frame_id)
         self._candidate = candidate
@@ -311,8 +316,13 @@ class StreamSampler:
         self._bucket.take()
         self._reading = True
         self._read_started = time.monotonic()
-        self._ref = ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
-        self._spawn(self._read_one(candidate.job, ref, candidate.forced))
+        ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
+        # A refresh reads content already known: the reference keeps answering with its lines until
+        # the refresh lands (frames like it do not wait for a read whose answer they already have).
+        stands = self._ref if candidate.refresh and self._ref is not None and self._ref.lines else None
+        if stands is None:
+            self._ref = ref
+        self._spawn(self._read_one(candidate.job, ref, candidate.forced, stands))
 
     async def _judge_again(self, candidate: _Candidate, ref: _Reference) -> None:
         """A waiting frame judged changed against a read in flight, compared again now its boxes are known."""
@@ -336,7 +346,8 @@ class StreamSampler:
         self._settle_timer = None
         self._start()
 
-    async def _read_one(self, job: Job, ref: _Reference, forced: bool) -> None:
+    async def _read_one(self, job: Job, ref: _Reference, forced: bool, stands: _Reference | None) -> None:
+        """Read ``job`` (the frame of ``ref``); a refresh's ``ref`` replaces ``stands`` once it lands."""
         started = time.time()
         reply = await self._read(job, self.roi)
         self._reading = False
@@ -344,6 +355,8 @@ class StreamSampler:
         followers, ref.followers = ref.followers, []
         if reply.lines is not None:
             ref.lines, ref.read_at = reply.lines, time.monotonic()
+            if stands is not None and self._ref is stands:
+                self._ref = ref
             job.image = b""
             self._answer(job, answer)
             if self.tracker is not None:

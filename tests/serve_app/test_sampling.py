@@ -225,6 +225,45 @@ async def test_still_content_is_read_again_after_refresh_s() -> None:
     assert [s.answer(i)["status"] for i in (1, 2, 3)] == ["ok", "skipped", "ok"]
 
 
+async def test_frames_like_a_refresh_in_flight_are_answered_at_once_with_the_lines_known() -> None:
+    s = Stream(refresh_s=0.1)
+    s.send(1, b"A")
+    await s.settle(1)
+    await asyncio.sleep(0.15)
+    s.model.gate.clear()
+    s.send(2, b"A")  # refreshed: read again
+    await asyncio.sleep(0.02)
+    s.send(3, b"A")
+    await s.settle(2)  # frame 3 did not wait for frame 2's read
+    assert 2 not in s.answers and s.answer(3)["ref_frame_id"] == 1
+    assert s.answer(3)["lines"] == s.answer(1)["lines"]
+    s.model.gate.set()
+    await s.settle(3)
+    s.send(4, b"A")
+    await s.settle(4)
+    assert s.answer(2)["status"] == "ok" and s.answer(4)["ref_frame_id"] == 2, (
+        "the refresh is the reference now"
+    )
+    assert s.model.reads == [b"A", b"A"]
+
+
+async def test_a_refresh_that_fails_leaves_the_lines_known_and_only_it_is_an_error() -> None:
+    s = Stream(refresh_s=0.1)
+    s.send(1, b"A")
+    await s.settle(1)
+    await asyncio.sleep(0.15)
+    s.model.gate.clear()
+    s.model.reply = ReadReply(overloaded=True)
+    s.send(2, b"A")
+    await asyncio.sleep(0.02)
+    s.send(3, b"A")
+    await asyncio.sleep(0.02)
+    s.model.gate.set()
+    await s.settle(3)
+    assert s.answer(2)["reason"] == "overloaded"
+    assert s.answer(3)["reason"] == "duplicate" and s.answer(3)["lines"] == s.answer(1)["lines"]
+
+
 class WantsOneRead:
     """A stand-in tracker that asks for one more read after the first, then is content."""
 
