@@ -405,7 +405,12 @@ class OCRConfig(BaseConfig):
     rec_score_thresh: float = Field(0.5, ge=0, le=1, description="Lines scored below this are dropped.")
     cpu_threads: int = Field(2, ge=1, description="Threads of the CPU engine.")
     max_batch_size: int = Field(1, ge=1, le=64, description="Frames read in one model call.")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    batch_wait_timeout_s: float = Field(
+        0.005,
+        ge=0,
+        description="How long a batch that is not full waits for more frames once the model is free "
+        "(the frames that came while it was busy are in it already).",
+    )
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")
 
 

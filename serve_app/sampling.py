@@ -319,7 +319,8 @@ class StreamSampler:
         ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
         # A refresh reads content already known: the reference keeps answering with its lines until
         # the refresh lands (frames like it do not wait for a read whose answer they already have).
-        stands = self._ref if candidate.refresh and self._ref is not None and self._ref.lines else None
+        known = self._ref is not None and self._ref.lines is not None
+        stands = self._ref if candidate.refresh and known else None
         if stands is None:
             self._ref = ref
         self._spawn(self._read_one(candidate.job, ref, candidate.forced, stands))
