@@ -9,7 +9,7 @@ from typing import Any
 from serve_app.batching import Batcher
 from serve_app.config import OCRConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
-from serve_app.reads import Replies, replies_as_completed
+from serve_app.reads import replies_of
 
 
 class StandInModel:
@@ -18,9 +18,10 @@ class StandInModel:
     def __init__(self, config: OCRConfig, *, max_pixels: int) -> None:
         self._config = config
 
-    async def read(self, requests: list[ReadRequest], demand: tuple[str, int] | None = None) -> Replies:
-        async for replies in replies_as_completed(requests, self._read_one):
-            yield replies
+    async def read(
+        self, requests: list[ReadRequest], demand: tuple[str, int] | None = None
+    ) -> list[tuple[int, ReadReply]]:
+        return await replies_of(requests, self._read_one)
 
     async def _read_one(self, request: ReadRequest) -> ReadReply:
         return ReadReply(lines=[])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,7 +27,7 @@ from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
 from serve_app.metrics import ModelMetrics
 from serve_app.protocol import ErrorCode, Line, ProtocolError, Roi
 from serve_app.reader import TextReader, choose_device
-from serve_app.reads import replies_as_completed
+from serve_app.reads import replies_of
 
 logger = logging.getLogger("ray.serve")
 
@@ -67,17 +66,17 @@ class OCRModel:
 
     async def read(
         self, requests: list[ReadRequest], demand: tuple[str, int] | None = None
-    ) -> AsyncIterator[list[tuple[int, ReadReply]]]:
-        """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels); replies as they come.
+    ) -> list[tuple[int, ReadReply]]:
+        """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels); replies by request id.
 
         The frames of one call, and of all calls, are read in batches
-        together. ``demand`` is (sampler replica, reads it wants now), for
-        autoscaling.
+        together; a call carries at most one batch (the sampler sends it so),
+        so its replies come together. ``demand`` is (sampler replica, reads it
+        wants now), for autoscaling.
         """
         if demand is not None:
             self._demand.report(*demand)
-        async for replies in replies_as_completed(requests, self._read_one):
-            yield replies
+        return await replies_of(requests, self._read_one)
 
     async def _read_one(self, request: ReadRequest) -> ReadReply:
         return await self._batches((request.image, request.roi, time.time()))

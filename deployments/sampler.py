@@ -19,12 +19,12 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.options import READ_CALL, on_serve_loop
+from deployments.options import MODEL_CALL, on_serve_loop
 from serve_app.admission import Admission
 from serve_app.config import SamplerConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
 from serve_app.metrics import SamplerMetrics
-from serve_app.reads import ReadBatcher, Replies, replies_as_completed
+from serve_app.reads import ReadBatcher, Replies, one_reply, replies_as_completed
 
 _TICK_S = 1.0  # metrics
 _EXPIRY_TICKS = 5  # idle streams are looked for every 5 ticks
@@ -54,7 +54,8 @@ class FrameSampler:
         return await self._model.read(request.stream_id, request.image, request.received, request.roi)
 
     def _call_model(self, requests: list[ReadRequest]) -> Replies:
-        return self._ocr.options(**READ_CALL).read.remote(requests, (self._id, self._admission.demand))
+        call = self._ocr.options(**MODEL_CALL).read.remote(requests, (self._id, self._admission.demand))
+        return one_reply(call)
 
     async def _tick(self) -> None:
         reported, ticks = 0, 0

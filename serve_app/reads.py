@@ -59,6 +59,18 @@ async def replies_as_completed(
             task.cancel()
 
 
+async def replies_of(
+    requests: list[ReadRequest], read: Callable[[ReadRequest], Awaitable[ReadReply]]
+) -> list[tuple[int, ReadReply]]:
+    """The receiving side of a unary call: every reply, once all are in (see :func:`replies_as_completed`)."""
+    return [reply async for replies in replies_as_completed(requests, read) for reply in replies]
+
+
+async def one_reply(call: Awaitable[list[tuple[int, ReadReply]]]) -> Replies:
+    """A unary call's replies as the one item of a :data:`CallFn`'s stream."""
+    yield await call
+
+
 class ReadBatcher:
     def __init__(self, call: CallFn, *, max_per_call: int | None = None) -> None:
         self._call = call

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 from serve_app.jobs import ReadReply, ReadRequest
-from serve_app.reads import ReadBatcher, replies_as_completed
+from serve_app.reads import ReadBatcher, one_reply, replies_as_completed, replies_of
 
 
 class StandInSampler:
@@ -76,3 +76,24 @@ async def test_the_receiving_side_yields_replies_as_they_complete_and_answers_a_
     assert sorted(order) == [0, 1, 2] and order[-1] == 0
     replies = dict(reply for batch in batches for reply in batch)
     assert replies[2].error_code == "internal" and replies[1].lines == []
+
+
+async def test_a_unary_call_answers_its_reads_together_and_a_failed_one_is_made_once_more() -> None:
+    calls: list[list[str]] = []
+
+    async def model(requests: list[ReadRequest]) -> list[tuple[int, ReadReply]]:
+        calls.append([r.stream_id for r in requests])
+        if len(calls) == 1:
+            raise RuntimeError("model replica died")
+
+        async def read(request: ReadRequest) -> ReadReply:
+            if request.stream_id == "bad":
+                raise ValueError("boom")
+            return ReadReply(lines=[])
+
+        return await replies_of(requests, read)
+
+    batcher = ReadBatcher(lambda requests: one_reply(model(requests)))
+    replies = await asyncio.gather(*(batcher.read(s, *frame(i)) for i, s in enumerate(("a", "bad", "c"))))
+    assert calls == [["a", "bad", "c"]] * 2, "one call, then once more for the reads it had not answered"
+    assert [r.error_code for r in replies] == [None, "internal", None]
