@@ -31,6 +31,7 @@ streams' frames); docs/design.md explains why.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -88,6 +89,7 @@ class _Reference:
     lines: list[Line] | None = None  # None while it is being read
     read_at: float = 0.0  # time.monotonic() when its read completed
     followers: list[Job] = field(default_factory=list)  # the same content, answered with its lines
+    digest: bytes = b""  # of its image bytes: a frame of the very same bytes needs no decoding
 
 
 @dataclass(slots=True)
@@ -96,6 +98,7 @@ class _Candidate:
 
     job: Job
     fingerprint: Any = None
+    digest: bytes = b""
     compared: bool = False
     # Like the frame compared before it: the view is not in the middle of changing.
     settled: bool = True
@@ -104,6 +107,11 @@ class _Candidate:
     # Compared with a reference still being read (whole frame, no boxes): judged again with the
     # boxes once that read lands, before it is read itself.
     unboxed: _Reference | None = None
+
+
+def _repeats(ref: _Reference | None, digest: bytes) -> bool:
+    """The frame has the very bytes of ``ref``'s (compared with dedup on only)."""
+    return ref is not None and ref.fingerprint is not None and ref.digest == digest
 
 
 def read_answer(job: Job, reply: ReadReply, started: float) -> ResultAnswer | ErrorAnswer:
@@ -218,15 +226,15 @@ class StreamSampler:
                 job, self._next = self._next, None
                 judged = await self._judge(job)
                 if judged is not None:
-                    fingerprint, same, settled, unboxed = judged
-                    candidate = _Candidate(job, fingerprint, compared=True, settled=settled, unboxed=unboxed)
-                    self._decide(candidate, same)
+                    self._decide(*judged)
         finally:
             self._comparing = False
 
-    async def _judge(self, job: Job) -> tuple[Any, bool, bool, _Reference | None] | None:
-        """(fingerprint, same as the reference, settled, the reference if it had no lines yet), off
-        the event loop. Settled: the same as the reference or as the frame compared before it.
+    async def _judge(self, job: Job) -> tuple[_Candidate, bool] | None:
+        """The frame as a compared candidate, and whether it is the same as the reference; decoded
+        and compared off the event loop (the very bytes of the reference, a still screen or a frame
+        sent again, are the same undecoded). Settled: the same as the reference or as the frame
+        compared before it.
 
         None, after an error answer, when the frame cannot be decoded. A read that starts or ends
         meanwhile changes the reference: the frame is compared again with the one that stands.
@@ -234,7 +242,7 @@ class StreamSampler:
         ref, previous = self._ref, self._previous
         loop = asyncio.get_running_loop()
         try:
-            fingerprint, same, settled = await loop.run_in_executor(
+            digest, fingerprint, same, settled = await loop.run_in_executor(
                 self._executor, self._fingerprint_and_compare, job.image, ref, previous
             )
         except ProtocolError as exc:
@@ -243,20 +251,30 @@ class StreamSampler:
         self._previous = fingerprint
         while self._ref is not ref:
             ref = self._ref
-            same = await loop.run_in_executor(self._executor, self._compare, ref, fingerprint)
-        return fingerprint, same, settled or same, ref if ref is not None and ref.lines is None else None
+            same = _repeats(ref, digest) or await loop.run_in_executor(
+                self._executor, self._compare, ref, fingerprint
+            )
+        unboxed = ref if ref is not None and ref.lines is None else None
+        candidate = _Candidate(
+            job, fingerprint, digest, compared=True, settled=settled or same, unboxed=unboxed
+        )
+        return candidate, same
 
     def _fingerprint_and_compare(
         self, image: bytes, ref: _Reference | None, previous: Any
-    ) -> tuple[Any, bool, bool]:
-        """(fingerprint, same as ``ref``, settled); a changed frame is also compared with ``previous``."""
+    ) -> tuple[bytes, Any, bool, bool]:
+        """(digest, fingerprint, same as ``ref``, settled); a changed frame is also compared with
+        ``previous``. The very bytes of ``ref``'s frame are the same undecoded."""
+        digest = hashlib.blake2b(image, digest_size=16).digest()
         if not self.config.dedup.enabled:
-            return None, False, True
+            return digest, None, False, True
+        if ref is not None and _repeats(ref, digest):
+            return digest, ref.fingerprint, True, True
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
         same = self._compare(ref, fingerprint)
         if same or previous is None or self.config.settle_s == 0.0:
-            return fingerprint, same, True
-        return fingerprint, same, bool(self._detector.compare(previous, fingerprint).same)
+            return digest, fingerprint, same, True
+        return digest, fingerprint, same, bool(self._detector.compare(previous, fingerprint).same)
 
     def _compare(self, ref: _Reference | None, fingerprint: Any) -> bool:
         if ref is None or ref.fingerprint is None or fingerprint is None:
@@ -316,7 +334,7 @@ class StreamSampler:
         self._bucket.take()
         self._reading = True
         self._read_started = time.monotonic()
-        ref = _Reference(candidate.job.frame_id, candidate.fingerprint)
+        ref = _Reference(candidate.job.frame_id, candidate.fingerprint, digest=candidate.digest)
         # A refresh reads content already known: the reference keeps answering with its lines until
         # the refresh lands (frames like it do not wait for a read whose answer they already have).
         known = self._ref is not None and self._ref.lines is not None

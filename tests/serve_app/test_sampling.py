@@ -118,6 +118,20 @@ async def test_first_frame_is_read_and_a_repeat_is_a_duplicate_with_its_lines() 
     assert s.model.reads == [b"LOT 1"]
 
 
+async def test_the_very_bytes_of_the_reference_are_a_duplicate_without_decoding() -> None:
+    s = Stream()
+    s.send(1, b"STILL SCREEN")
+    await s.settle(1)
+    for i in range(2, 5):  # a still screen sends the same JPEG bytes again
+        s.send(i, b"STILL SCREEN")
+        await s.settle(i)
+    assert [s.answer(i)["reason"] for i in (2, 3, 4)] == ["duplicate"] * 3
+    assert s.detector.decoded == [b"STILL SCREEN"], "only the frame read was decoded"
+    s.send(5, b"NEW SCREEN")
+    await s.settle(5)
+    assert s.answer(5)["status"] == "ok" and s.detector.decoded[-1] == b"NEW SCREEN"
+
+
 async def test_a_change_after_a_still_spell_is_read_on_the_frame_that_shows_it() -> None:
     s = Stream(default_fps=1.0)  # a low rate: the change must not wait for it
     s.send(1, b"LOT 1")
