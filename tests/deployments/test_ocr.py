@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -93,6 +95,32 @@ async def test_the_serving_path_loses_nothing(
             await ws.send(encode_binary_frame(i, (images / name).read_bytes(), ts=float(i)))
             answer = json.loads(await ws.recv())
             assert [line["text"] for line in answer["lines"]] == onnx_texts[name], name
+
+
+@pytest.mark.serve
+@pytest.mark.timeout(300)
+async def test_frames_that_come_while_the_model_reads_go_together_in_its_next_batch(
+    deploy_app: Any, images: Path
+) -> None:
+    """A GPU-style batch (max_batch_size 8): six streams' frames at once take two model calls, not six."""
+    url = deploy_app("batched", {"ocr": {"max_batch_size": 8}, "sampler": {"min_reads_in_flight": 8}})
+    ws_url = url.replace("http://", "ws://") + "/v1/stream"
+    frame = encode_binary_frame(1, (images / "short.png").read_bytes(), ts=0.0)
+
+    async def read_once(ws: Any) -> dict[str, Any]:
+        await ws.send(frame)
+        return json.loads(await ws.recv())
+
+    sockets = [await websockets.connect(ws_url, max_size=None) for _ in range(6)]
+    try:
+        answers = await asyncio.gather(*(read_once(ws) for ws in sockets))
+    finally:
+        for ws in sockets:
+            await ws.close()
+    assert [[line["text"] for line in a["lines"]] for a in answers] == [["中国网络空间安全"]] * 6
+    # The frames of one batch carry its time: fewer distinct times than frames.
+    batch_times = {a["timing"]["ocr_ms"] for a in answers}
+    assert len(batch_times) < 6, answers
 
 
 def test_device_is_cpu_without_a_gpu() -> None:
