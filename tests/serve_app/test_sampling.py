@@ -85,6 +85,14 @@ class Stream:
         now = time.time()
         self.sampler.offer(Job(self._seq, frame_id, content, now, now))
 
+    async def send_held(self, frames: list[tuple[int, bytes]]) -> None:
+        """Send ``frames`` 20 ms apart while the model holds its reads, then let it answer."""
+        self.model.gate.clear()
+        for frame_id, content in frames:
+            self.send(frame_id, content)
+            await asyncio.sleep(0.02)
+        self.model.gate.set()
+
     def answer(self, frame_id: int) -> dict[str, Any]:
         got = self.answers[frame_id]
         assert len(got) == 1, f"frame {frame_id} answered {len(got)} times"
@@ -190,13 +198,8 @@ async def test_a_frame_like_the_one_being_read_waits_for_its_lines() -> None:
 
 async def test_a_failed_read_is_an_error_and_the_same_content_is_read_again() -> None:
     s = Stream()
-    s.model.gate.clear()
     s.model.reply = ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed")
-    s.send(1, b"A")
-    await asyncio.sleep(0.02)
-    s.send(2, b"A")  # a follower of the failing read
-    await asyncio.sleep(0.02)
-    s.model.gate.set()
+    await s.send_held([(1, b"A"), (2, b"A")])  # 2: a follower of the failing read
     await s.settle(2)
     assert s.answer(1)["code"] == "internal" and s.answer(2)["code"] == "internal"
     s.model.reply = None
@@ -207,13 +210,8 @@ async def test_a_failed_read_is_an_error_and_the_same_content_is_read_again() ->
 
 async def test_no_read_slot_in_time_is_overloaded_for_the_frame_and_its_followers() -> None:
     s = Stream()
-    s.model.gate.clear()
     s.model.reply = ReadReply(overloaded=True)
-    s.send(1, b"A")
-    await asyncio.sleep(0.02)
-    s.send(2, b"A")
-    await asyncio.sleep(0.02)
-    s.model.gate.set()
+    await s.send_held([(1, b"A"), (2, b"A")])
     await s.settle(2)
     assert [s.answer(i)["reason"] for i in (1, 2)] == ["overloaded", "overloaded"]
 
@@ -266,13 +264,8 @@ async def test_a_refresh_that_fails_leaves_the_lines_known_and_only_it_is_an_err
     s.send(1, b"A")
     await s.settle(1)
     await asyncio.sleep(0.15)
-    s.model.gate.clear()
     s.model.reply = ReadReply(overloaded=True)
-    s.send(2, b"A")
-    await asyncio.sleep(0.02)
-    s.send(3, b"A")
-    await asyncio.sleep(0.02)
-    s.model.gate.set()
+    await s.send_held([(2, b"A"), (3, b"A")])
     await s.settle(3)
     assert s.answer(2)["reason"] == "overloaded"
     assert s.answer(3)["reason"] == "duplicate" and s.answer(3)["lines"] == s.answer(1)["lines"]
