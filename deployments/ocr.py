@@ -70,9 +70,9 @@ class OCRModel:
         """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels); replies by request id.
 
         The frames of one call, and of all calls, are read in batches
-        together; a call carries at most one batch (the sampler sends it so),
-        so its replies come together. ``demand`` is (sampler replica, reads it
-        wants now), for autoscaling.
+        together; a call carries at most a batch of frames (the sampler sends
+        it so), read in one batch or two, so its replies come together.
+        ``demand`` is (sampler replica, reads it wants now), for autoscaling.
         """
         if demand is not None:
             self._demand.report(*demand)

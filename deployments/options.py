@@ -5,8 +5,8 @@ replicas' gRPC servers, not as Ray objects passed by reference: about half the
 CPU per call on a 2-core box (``python -m bench.serving_paths --paths
 handles``, docs/benchmarks.md). Ingress -> sampler calls stream (the reads of
 one call wait for admission apart: each reply goes back as it comes); sampler
--> model calls are unary (a call is at most one batch, whose replies come
-together), which costs less again: 2.7 ms of CPU for a call of one read
+-> model calls are unary (a call is at most a batch of reads, read together),
+which costs less again: 2.7 ms of CPU for a call of one read
 against 4.3 streaming, 3.7 against 12.3 for 16.
 
 ``on_serve_loop``: a replica whose code never blocks its event loop (the ingress,
