@@ -265,9 +265,9 @@ class StreamSampler:
     ) -> tuple[bytes, Any, bool, bool]:
         """(digest, fingerprint, same as ``ref``, settled); a changed frame is also compared with
         ``previous``. The very bytes of ``ref``'s frame are the same undecoded."""
-        digest = hashlib.blake2b(image, digest_size=16).digest()
         if not self.config.dedup.enabled:
-            return digest, None, False, True
+            return b"", None, False, True
+        digest = hashlib.blake2b(image, digest_size=16).digest()
         if ref is not None and _repeats(ref, digest):
             return digest, ref.fingerprint, True, True
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)

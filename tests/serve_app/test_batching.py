@@ -55,7 +55,7 @@ async def test_a_batch_holds_at_most_max_size_and_the_rest_waits_its_turn() -> N
 async def test_a_free_model_waits_wait_s_for_its_batch_to_fill() -> None:
     model = StandInModel()
     model.finish.set()
-    batcher = Batcher(model.run, max_size=4, wait_s=0.2)
+    batcher = Batcher(model.run, max_size=4, wait_s=5.0)  # long: a busy box must not end it early
     first = asyncio.ensure_future(batcher(1))
     await asyncio.sleep(0.02)
     assert model.batches == []  # still filling
