@@ -72,7 +72,6 @@ class Comparison:
     text_score: float = 0.0  # mean excess residual of the most changed block of a text region
     scene_score: float = 0.0  # texture appeared or gone outside the text regions
     regions: int = 0  # text regions compared
-    motion: float = 0.0  # largest motion of a text region, frame px
     where: tuple[int, int] | None = None  # (x, y) of the most changed spot, frame px
 
 
@@ -124,7 +123,7 @@ class ChangeDetector:
             or reference.contrast.shape != frame.contrast.shape
         ):
             return Comparison(same=False, score=math.inf)
-        ref, cur = _as_float(reference), _as_float(frame)
+        ref, cur = reference.contrast, frame.contrast
         rects = _box_rects(boxes or [], reference, c) or _text_like(reference, c)
         fits = _Fits(reference, frame, rects, c)
         text_score, where = 0.0, None
@@ -148,35 +147,27 @@ class ChangeDetector:
         score = max(text_score / c.threshold, scene_score / c.scene_threshold)
         if scene_score / c.scene_threshold > text_score / c.threshold:
             where = scene_spot
-        motion = max((_motion(fits[i]) for i in range(len(rects))), default=0.0) / reference.scale[0]
         return Comparison(
             same=score <= 1.0,
             score=score,
             text_score=text_score,
             scene_score=scene_score,
             regions=len(rects),
-            motion=motion,
             where=None if where is None else reference.to_frame(*where),
         )
 
 
 def _box_rects(boxes: list[list[list[int]]], fp: Fingerprint, c: DedupConfig) -> list[Rect]:
     """The text boxes in grey pixels, padded, clipped, each at least 4 px each way."""
+    if not boxes:
+        return []
     h, w = fp.contrast.shape
-    rects = []
-    for box in boxes:
-        pts = np.asarray(box, np.float32).reshape(-1, 2) * np.float32(fp.scale) - np.float32(fp.offset)
-        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
-        pad = c.padding
-        rect = (
-            max(0, math.floor(x0 - pad)),
-            max(0, math.floor(y0 - pad)),
-            min(w, math.ceil(x1 + pad)),
-            min(h, math.ceil(y1 + pad)),
-        )
-        if rect[2] - rect[0] >= 4 and rect[3] - rect[1] >= 4:
-            rects.append(rect)
-    return rects
+    corners = np.asarray(boxes, np.float32).reshape(len(boxes), -1, 2)
+    pts = corners * np.float32(fp.scale) - np.float32(fp.offset)
+    low = np.maximum(np.floor(pts.min(axis=1) - c.padding), 0).astype(int).tolist()
+    high = np.minimum(np.ceil(pts.max(axis=1) + c.padding), (w, h)).astype(int).tolist()
+    rects = [(x0, y0, x1, y1) for (x0, y0), (x1, y1) in zip(low, high, strict=True)]
+    return [r for r in rects if r[2] - r[0] >= 4 and r[3] - r[1] >= 4]
 
 
 def _derived(fp: Fingerprint, key: tuple[Any, ...], make: Callable[[Fingerprint], Any]) -> Any:
@@ -246,9 +237,8 @@ class _Fits:
         )  # fmt: skip
         self._src, self._dst, ok = flat, moved.reshape(-1, 2) + origin, status.ravel() == 1
         self._ok = ok & (np.abs(self._dst - self._src).max(axis=1) <= c.search)
-        self._everywhere = (
-            np.median(self._dst[self._ok] - self._src[self._ok], axis=0) if self._ok.any() else np.zeros(2)
-        )
+        moves = self._dst[self._ok] - self._src[self._ok]
+        self._everywhere = _median(moves) if len(moves) else np.zeros(2)
 
     def __getitem__(self, i: int) -> _Fit:
         fit = self._fitted.get(i)
@@ -279,38 +269,40 @@ def _shift(d: np.ndarray) -> np.ndarray:
 def _rigid(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The rotation and shift (no scale: objects keep their distance) that best map ``src`` onto
     ``dst``, refitted without the points it misses by more than ``_FIT_TOLERANCE`` (a piece with a
-    changed character, a lost track)."""
+    changed character, a lost track). Points as complex numbers: a rotation is a unit factor."""
+    zs, zd = src[:, 0] + 1j * src[:, 1], dst[:, 0] + 1j * dst[:, 1]
     keep = np.ones(len(src), bool)
-    m = _shift(np.median(dst - src, axis=0))
+    m = _shift(_median(dst - src))
     for _ in range(3):
-        s, d = src[keep], dst[keep]
+        s, d = zs[keep], zd[keep]
         if len(s) < 2:
             break
-        a, b = s - s.mean(axis=0), d - d.mean(axis=0)
-        angle = math.atan2(float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()), float((a * b).sum()))
-        cos, sin = math.cos(angle), math.sin(angle)
-        rotation = np.float32([[cos, -sin], [sin, cos]])
-        m = np.hstack([rotation, (d.mean(axis=0) - rotation @ s.mean(axis=0))[:, None]]).astype(np.float32)
-        fitted = np.linalg.norm(src @ m[:, :2].T + m[:, 2] - dst, axis=1) <= _FIT_TOLERANCE
+        s_mean, d_mean = s.sum() / len(s), d.sum() / len(d)
+        turn = np.vdot(s - s_mean, d - d_mean)  # sum(conj(a) * b): its angle is the rotation's
+        rotation = turn / abs(turn) if turn else 1.0
+        shift = d_mean - rotation * s_mean
+        cos, sin = rotation.real, rotation.imag
+        m = np.float32([[cos, -sin, shift.real], [sin, cos, shift.imag]])
+        fitted = np.abs(rotation * zs + shift - zd) <= _FIT_TOLERANCE
         if fitted.sum() < 2 or (fitted == keep).all():
             break
         keep = fitted
     return m
 
 
-def _as_float(fp: Fingerprint) -> np.ndarray:
-    return fp.contrast.astype(np.float32) * (1 / _SCALE)
+def _median(points: np.ndarray) -> np.ndarray:
+    """``np.median(points, axis=0)`` of a few points, without its overhead."""
+    ordered = np.sort(points, axis=0)
+    return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+
+
+def _as_float(contrast: np.ndarray) -> np.ndarray:
+    return contrast.astype(np.float32) * (1 / _SCALE)
 
 
 def _as_u8(x: np.ndarray) -> np.ndarray:
     """The int8 contrast as offset-binary 8-bit (what Lucas-Kanade reads): -128 -> 0, 0 -> 128."""
     return x.view(np.uint8) ^ np.uint8(128)
-
-
-def _motion(fit: _Fit) -> float:
-    x0, y0, x1, y1 = fit.rect
-    corners = np.float32([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]])
-    return float(np.abs(corners @ fit.matrix.T - corners[:, :2]).max())
 
 
 def _slack(x: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -319,7 +311,8 @@ def _slack(x: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tuple[float, tuple[int, int]]:
-    """Score of the region in ``cur`` where ``fit`` puts it, against ``ref`` warped there."""
+    """Score of the region in ``cur`` where ``fit`` puts it, against ``ref`` warped there (both
+    int8 contrast images; only the parts looked at are made float)."""
     h, w = cur.shape
     x0, y0, x1, y1 = fit.rect
     tx, ty = (round(float(v)) for v in fit.matrix @ np.float32([(x0 + x1) / 2, (y0 + y1) / 2, 1]))
@@ -329,12 +322,19 @@ def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tu
     if fx1 - fx0 < 3 or fy1 - fy0 < 3:
         return math.inf, (x0, y0)  # the region left the view
     inverse = cv2.invertAffineTransform(fit.matrix)
-    inverse[:, 2] += inverse[:, :2] @ np.float32([fx0, fy0])  # output (0, 0) is frame px (fx0, fy0)
+    # The reference pixels the warp reads: the patch's corners mapped back, a pixel more each way
+    # for the interpolation, within the image (the border is replicated from its edge either way).
+    back = inverse @ np.float32([[fx0, fx1, fx0, fx1], [fy0, fy0, fy1, fy1], [1, 1, 1, 1]])
+    sx0, sy0 = (min(max(0, math.floor(v) - 1), n - 1) for v, n in zip(back.min(axis=1), (w, h), strict=True))
+    sx1 = min(max(sx0 + 1, math.ceil(back[0].max()) + 2), w)
+    sy1 = min(max(sy0 + 1, math.ceil(back[1].max()) + 2), h)
+    # Output (0, 0) is frame px (fx0, fy0); the source's (0, 0) is reference px (sx0, sy0).
+    inverse[:, 2] += inverse[:, :2] @ np.float32([fx0, fy0]) - np.float32([sx0, sy0])
     warped = cv2.warpAffine(
-        ref, inverse, (fx1 - fx0, fy1 - fy0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
+        _as_float(ref[sy0:sy1, sx0:sx1]), inverse, (fx1 - fx0, fy1 - fy0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
     )  # fmt: skip
-    patch = cur[fy0:fy1, fx0:fx1]
+    patch = _as_float(cur[fy0:fy1, fx0:fx1])
     if c.smooth > 0:  # focus, motion and JPEG differences are finer than a character's strokes
         patch, warped = cv2.GaussianBlur(patch, (0, 0), c.smooth), cv2.GaussianBlur(warped, (0, 0), c.smooth)
     up_a, down_a = _slack(patch, c.subpixel_tolerance)
