@@ -3,6 +3,7 @@
     flock /tmp/ray.lock python -m bench.many_connections --steps 500,1000,2000,5000 --frame-interval 30
     python -m bench.many_connections --target 5000         # one step: stand-in model, 1 frame/s per stream
     python -m bench.many_connections --real-model          # PaddleOCR instead of the stand-in
+    python -m bench.many_connections --app-args '{"ingress": {...}}'   # settings merged into APP_ARGS
 
 Opens streams at ``--ramp`` a second up to each of ``--steps`` in turn (or
 ``--target``), holding each step ``--hold`` seconds. Before the load, the
@@ -62,6 +63,7 @@ from bench.loadgen import (
 )
 from bench.plots import plot_runs
 from bench.standin import StandInModel
+from serve_app.config import _merged
 
 OUT = ROOT / "docs" / "bench"
 APP_ARGS: dict[str, Any] = {
@@ -260,7 +262,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--real-model", action="store_true", help="PaddleOCR instead of the stand-in")
     parser.add_argument("--label", default=None, help="key in the JSON (default from the settings)")
+    parser.add_argument("--app-args", default="{}", help="JSON merged into APP_ARGS (the ingress' scaling)")
     args = parser.parse_args()
+    app_args = _merged(APP_ARGS, json.loads(args.app_args))
 
     label = args.label or f"{'real' if args.real_model else 'standin'}_every_{args.frame_interval:g}s"
     most = max(int(s) for s in args.steps.split(",")) if args.steps else args.target
@@ -271,12 +275,12 @@ def main() -> None:
         model_cls = StandInModel
     watch = BreachWatch(args.bound_ms, enabled=not (args.no_stop or args.steps))
     started = time.time()
-    with running_app(APP_ARGS, model_cls=model_cls, port=args.port) as url:
+    with running_app(app_args, model_cls=model_cls, port=args.port) as url:
         analysis = asyncio.run(measure(url, args, watch))
     analysis["model"] = (
         "PaddleOCR (real)" if args.real_model else "do-nothing stand-in (bench/standin.py): serving path only"
     )
-    analysis["app_args_overrides"] = APP_ARGS
+    analysis["app_args_overrides"] = app_args
     analysis["rlimit_nofile"] = nofile
     analysis["command"] = "python -m bench.many_connections " + " ".join(sys.argv[1:])
     analysis["started"] = started
