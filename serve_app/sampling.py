@@ -268,7 +268,7 @@ class StreamSampler:
         if not self.config.dedup.enabled:
             return b"", None, False, True
         digest = hashlib.blake2b(image, digest_size=16).digest()
-        if ref is not None and _repeats(ref, digest):
+        if _repeats(ref, digest):
             return digest, ref.fingerprint, True, True
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
         same = self._compare(ref, fingerprint)
