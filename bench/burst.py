@@ -38,6 +38,7 @@ from bench.common import (
     ROOT,
     ReplicaPoller,
     cpu_delta,
+    ingress_gc_pauses,
     machine_info,
     process_cpu,
     running_app,
@@ -100,6 +101,7 @@ async def measure(url: str, args: argparse.Namespace, poller: ReplicaPoller | No
     if poller is not None and poller.error:
         analysis["replicas_error"] = poller.error
     analysis["cpu_s_by_process"] = cpu_delta(before, process_cpu())
+    analysis["ingress_full_gc_over_100ms"] = ingress_gc_pauses()
     analysis["verdict"] = verdict(analysis)
     return analysis
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -216,6 +218,16 @@ def wait_for_no_ray(timeout_s: float = 600.0, poll_s: float = 10.0) -> None:
             raise TimeoutError(f"another Ray is still running (raylet pids {raylets}) after {waited:.0f} s")
         print(f"another Ray is running (raylet pids {raylets}); waiting ({waited:.0f} s so far)", flush=True)
         time.sleep(poll_s)
+
+
+_GC_PAUSE = re.compile(r"a full garbage collection stopped this replica for (\d+) ms")
+
+
+def ingress_gc_pauses() -> dict[str, Any]:
+    """The ingress replicas' full garbage collections over 100 ms so far (their log lines; this Ray)."""
+    logs = Path("/tmp/ray/session_latest/logs/serve").glob("replica_ocr_StreamIngress_*.log")
+    pauses = [float(m.group(1)) for log in logs for m in _GC_PAUSE.finditer(log.read_text(errors="replace"))]
+    return {"n": len(pauses), "max_ms": max(pauses, default=0.0), "total_s": round(sum(pauses) / 1000.0, 2)}
 
 
 def machine_info() -> dict[str, Any]:

@@ -369,7 +369,7 @@ class LoadGen:
                         await asyncio.wait_for(link.room.wait(), remaining)
                 late = 0.0
             else:
-                delay = next_at - self.now()
+                delay = min(next_at, end) - self.now()  # a stream that sends rarely still ends on time
                 if delay > 0:
                     await asyncio.sleep(delay)
                 late = max(0.0, self.now() - next_at)

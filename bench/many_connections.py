@@ -41,6 +41,7 @@ from typing import Any
 from bench.common import (
     ROOT,
     cpu_delta,
+    ingress_gc_pauses,
     machine_info,
     percentile,
     process_cpu,
@@ -190,22 +191,28 @@ def step_verdicts(
     return out
 
 
-async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dict[str, Any]:
-    steps = [int(s) for s in args.steps.split(",")] if args.steps else [args.target]
-    probe_frames = frame_pool(PROBE_STREAMS, width=160, height=120, quality=80, seed=99)
-    single = await probe(url, probe_frames)
-    spec = LoadSpec(
+def idle_streams(url: str, phases: list[Phase], args: argparse.Namespace, *, prefix: str) -> LoadSpec:
+    """Mostly idle streams: a small JPEG (new text) every ``args.frame_interval`` seconds each, every
+    ``args.ping_every``-th pinging once a second."""
+    return LoadSpec(
         url=url,
-        phases=steps_phases(steps, args.ramp, args.hold),
+        phases=phases,
         frames=frame_pool(args.pool, width=160, height=120, quality=80, seed=args.seed),
         fps=1.0 / args.frame_interval,
         ping_interval_s=1.0,
         ping_every_nth=args.ping_every,
         drain_s=args.drain_s,
         open_timeout_s=60.0,
-        stream_prefix="many",
+        stream_prefix=prefix,
         seed=args.seed,
     )
+
+
+async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dict[str, Any]:
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else [args.target]
+    probe_frames = frame_pool(PROBE_STREAMS, width=160, height=120, quality=80, seed=99)
+    single = await probe(url, probe_frames)
+    spec = idle_streams(url, steps_phases(steps, args.ramp, args.hold), args, prefix="many")
     machine = machine_info()
     before = process_cpu()
     gen = LoadGen(spec)
@@ -238,6 +245,7 @@ async def measure(url: str, args: argparse.Namespace, watch: BreachWatch) -> dic
         "read_latency_ms": analysis["totals"]["read_latency_ms"],
         "ping_rtt_ms": analysis["totals"]["ping_rtt_ms"],
         "every_frame_answered_once": analysis["totals"]["every_frame_answered_once"],
+        "ingress_full_gc_over_100ms": ingress_gc_pauses(),
     }
     return analysis
 

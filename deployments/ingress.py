@@ -33,6 +33,7 @@ from deployments.options import READ_CALL, on_serve_loop
 from serve_app.autoscaling import BUSY, CpuShare
 from serve_app.config import IngressConfig, SamplerConfig
 from serve_app.dedup import ChangeDetector
+from serve_app.gc_freeze import GcFreezer
 from serve_app.images import probe
 from serve_app.jobs import Job, ReaderInfo, ReadReply
 from serve_app.metrics import IngressMetrics
@@ -72,6 +73,7 @@ _HTTP_STATUS = {
     ErrorCode.INTERNAL: 500,
 }
 _EXPIRY_PERIOD_S = 0.25
+_GC_PAUSE_LOGGED_MS = 100.0
 
 STATIC = resources.files("serve_app") / "static"
 
@@ -121,6 +123,7 @@ class StreamIngress:
         self._shedder = LoadShedder(config.shed_lag_s)
         self._auth = Authenticator(config.security)
         self._limiter = ConnectionLimiter(config.security.limits)
+        self._gc = GcFreezer(freeze=config.freeze_gc)
         if not self._auth.enabled:
             logger.warning(
                 "client authentication (JWT) is OFF (ingress.security.auth.enabled: false): any client "
@@ -310,6 +313,7 @@ class StreamIngress:
             draining.cancel()
             writer.cancel()
             await session.close()
+            self._gc.closed(len(self._sessions))
 
     async def _receive(
         self, ws: WebSocket, timeout_s: float, draining: asyncio.Future[Any]
@@ -351,6 +355,17 @@ class StreamIngress:
             self._metrics.flush()
             self._metrics.streams.set(len(self._sessions))
             self._metrics.pending.set(sum(s.unanswered for s in self._sessions))
+            self._collected()
+
+    def _collected(self) -> None:
+        for pause_ms in self._gc.take_pauses():
+            self._metrics.gc_pause.observe(pause_ms)
+            if pause_ms > _GC_PAUSE_LOGGED_MS:
+                logger.info(
+                    "a full garbage collection stopped this replica for %.0f ms (%d connections open)",
+                    pause_ms,
+                    len(self._sessions),
+                )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Live sampling knobs (``SamplerConfig`` fields: fps, refresh, dedup, events) for every stream."""
@@ -362,6 +377,7 @@ class StreamIngress:
     async def __del__(self) -> None:
         """Shutdown: streams answer what they read, then close with 1012 (see :meth:`_serve_stream`)."""
         self._draining.set()
+        self._gc.stop()
         deadline = time.monotonic() + self._config.frame_deadline_s + 2.0
         while self._sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

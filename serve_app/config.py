@@ -162,6 +162,12 @@ class IngressConfig(BaseConfig):
         description="While the replica's event loop lags more than this, a growing share of new frames "
         "is answered `overloaded` at once, without a sampler call (edge shedding).",
     )
+    freeze_gc: bool = Field(
+        True,
+        description="Freeze what survives each full garbage collection of the replica, so the next one "
+        "walks only newer objects: at thousands of connections a full collection otherwise stops the "
+        "event loop for most of a second (serve_app/gc_freeze.py).",
+    )
     ready_timeout_s: float = Field(2.0, gt=0, description="How long /healthz waits for the OCR replicas.")
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     deployment_config: dict[str, Any] = Field(default_factory=dict, description="Ray Serve options.")

@@ -42,6 +42,11 @@ class IngressMetrics:
         self.shed_share = Gauge(
             "ocr_ingress_shed_share", description="Share of new frames shed at the edge (0-1)."
         )
+        self.gc_pause = Histogram(
+            "ocr_ingress_gc_pause_ms",
+            description="Full garbage collections of the replica: how long each stopped it (ms).",
+            boundaries=LATENCY_MS,
+        )
 
     def received(self) -> None:
         self._received += 1
