@@ -243,34 +243,54 @@ class StreamSampler:
         loop = asyncio.get_running_loop()
         try:
             digest, fingerprint, same, settled = await loop.run_in_executor(
-                self._executor, self._fingerprint_and_compare, job.image, ref, previous
+                self._executor,
+                self._fingerprint_and_compare,
+                job.image,
+                ref,
+                previous,
+                self._refresh_due(ref),
             )
         except ProtocolError as exc:
             self._fail(job, exc.code, exc.message)
             return None
         self._previous = fingerprint
-        while self._ref is not ref:
+        # Not compared (None): read as a refresh, if it still is one now that the verdict is made.
+        while self._ref is not ref or (same is None and not self._refresh_due(ref)):
             ref = self._ref
             same = _repeats(ref, digest) or await loop.run_in_executor(
                 self._executor, self._compare, ref, fingerprint
             )
+        same = True if same is None else same
         unboxed = ref if ref is not None and ref.lines is None else None
         candidate = _Candidate(
             job, fingerprint, digest, compared=True, settled=settled or same, unboxed=unboxed
         )
         return candidate, same
 
+    def _refresh_due(self, ref: _Reference | None) -> bool:
+        """A frame now is read whatever it shows: as a change, or as a refresh of ``ref``'s content."""
+        return (
+            ref is not None
+            and ref.lines is not None
+            and not self._reading
+            and time.monotonic() - ref.read_at >= self.config.refresh_s
+        )
+
     def _fingerprint_and_compare(
-        self, image: bytes, ref: _Reference | None, previous: Any
-    ) -> tuple[bytes, Any, bool, bool]:
+        self, image: bytes, ref: _Reference | None, previous: Any, refresh_due: bool
+    ) -> tuple[bytes, Any, bool | None, bool]:
         """(digest, fingerprint, same as ``ref``, settled); a changed frame is also compared with
-        ``previous``. The very bytes of ``ref``'s frame are the same undecoded."""
+        ``previous``. The very bytes of ``ref``'s frame are the same undecoded. ``refresh_due``: the
+        frame is read whatever it shows, so it is not compared (same None), only fingerprinted for
+        the frames after it (a stream that sends a frame every few seconds is never compared)."""
         if not self.config.dedup.enabled:
             return b"", None, False, True
         digest = hashlib.blake2b(image, digest_size=16).digest()
         if _repeats(ref, digest):
             return digest, ref.fingerprint, True, True
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
+        if refresh_due:
+            return digest, fingerprint, None, True
         same = self._compare(ref, fingerprint)
         if same or previous is None or self.config.settle_s == 0.0:
             return digest, fingerprint, same, True

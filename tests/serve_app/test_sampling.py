@@ -24,6 +24,7 @@ class StandInDetector:
     def __init__(self) -> None:
         self.decoded: list[bytes] = []
         self.rois: list[Roi | None] = []
+        self.compared = 0
 
     def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> bytes:
         self.decoded.append(data)
@@ -33,6 +34,7 @@ class StandInDetector:
         return data
 
     def compare(self, a: bytes, b: bytes, boxes: Any = None) -> Same:
+        self.compared += 1
         return Same(a == b)
 
 
@@ -235,6 +237,39 @@ async def test_still_content_is_read_again_after_refresh_s() -> None:
     s.send(3, b"A")
     await s.settle(3)
     assert [s.answer(i)["status"] for i in (1, 2, 3)] == ["ok", "skipped", "ok"]
+
+
+async def test_a_frame_read_whatever_it_shows_is_not_compared() -> None:
+    s = Stream(refresh_s=0.1)
+    s.send(1, b"A")
+    await s.settle(1)
+    await asyncio.sleep(0.15)  # a stream that sends a frame now and then: each is read
+    s.send(2, b"B")
+    await s.settle(2)
+    assert s.answer(2)["status"] == "ok" and s.answer(2)["lines"][0]["text"] == "B"
+    assert s.detector.compared == 0 and s.detector.decoded == [b"A", b"B"]
+    s.send(3, b"C")  # within refresh_s of the last read: compared, changed, read
+    await s.settle(3)
+    assert s.detector.compared == 1 and s.answer(3)["lines"][0]["text"] == "C"
+    s.send(4, b"D")
+    await s.settle(4)
+    assert s.detector.compared == 2 and s.model.reads == [b"A", b"B", b"C", b"D"]
+
+
+async def test_frames_after_an_uncompared_read_never_take_the_lines_before_it() -> None:
+    s = Stream(refresh_s=0.1)
+    s.send(1, b"A")
+    await s.settle(1)
+    await asyncio.sleep(0.15)
+    s.model.gate.clear()
+    s.send(2, b"B")  # read as a refresh, not compared: the text is new
+    await asyncio.sleep(0.02)
+    s.send(3, b"B")  # compared with what stands (A) while 2 is read: not the same, waits
+    await asyncio.sleep(0.02)
+    assert s.answers == {1: s.answers[1]}
+    s.model.gate.set()
+    await s.settle(3)
+    assert [s.answer(i)["lines"][0]["text"] for i in (2, 3)] == ["B", "B"]
 
 
 async def test_frames_like_a_refresh_in_flight_are_answered_at_once_with_the_lines_known() -> None:
