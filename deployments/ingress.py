@@ -355,9 +355,9 @@ class StreamIngress:
             self._metrics.flush()
             self._metrics.streams.set(len(self._sessions))
             self._metrics.pending.set(sum(s.unanswered for s in self._sessions))
-            self._collected()
+            self._report_gc_pauses()
 
-    def _collected(self) -> None:
+    def _report_gc_pauses(self) -> None:
         for pause_ms in self._gc.take_pauses():
             self._metrics.gc_pause.observe(pause_ms)
             if pause_ms > _GC_PAUSE_LOGGED_MS:
