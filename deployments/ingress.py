@@ -52,7 +52,7 @@ from serve_app.protocol import (
     validate_stream_id,
 )
 from serve_app.reads import ReadBatcher
-from serve_app.sampling import StreamSampler, read_answer
+from serve_app.sampling import Boxes, StreamSampler, read_answer
 from serve_app.security import Authenticator, AuthError, ConnectionLimiter, ConnectionQuota, QuotaDecision
 from serve_app.session import ByteBudget, LoadShedder, StreamSession
 from serve_app.tracking import TextTracker
@@ -243,8 +243,8 @@ class StreamIngress:
             await ws.accept()
             await self._serve_stream(ws, stream_id, lease.quota, fps=fps, events=events, roi=roi)
 
-    async def _read_frame(self, stream_id: str, job: Job, roi: Roi | None) -> ReadReply:
-        return await self._reads.read(stream_id, job.image, job.received, roi)
+    async def _read_frame(self, stream_id: str, job: Job, roi: Roi | None, boxes: Boxes | None) -> ReadReply:
+        return await self._reads.read(stream_id, job.image, job.received, roi, boxes)
 
     async def _serve_stream(
         self,

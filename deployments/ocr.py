@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +31,9 @@ from serve_app.reader import TextReader, choose_device
 from serve_app.reads import replies_of
 
 logger = logging.getLogger("ray.serve")
+
+# A frame to read: its bytes, its roi, the boxes of the only lines to read, when it arrived.
+_Item = tuple[bytes, Roi | None, list[list[list[int]]] | None, float]
 
 DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
     "name": "OCRModel",
@@ -67,7 +71,8 @@ class OCRModel:
     async def read(
         self, requests: list[ReadRequest], demand: tuple[str, int] | None = None
     ) -> list[tuple[int, ReadReply]]:
-        """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels); replies by request id.
+        """Read each frame (only its ``roi``, if given; boxes in whole-frame pixels), or only the
+        lines in its ``boxes``; replies by request id.
 
         The frames of one call, and of all calls, are read in batches
         together; a call carries at most a batch of frames (the sampler sends
@@ -79,11 +84,14 @@ class OCRModel:
         return await replies_of(requests, self._read_one)
 
     async def _read_one(self, request: ReadRequest) -> ReadReply:
-        return await self._batches((request.image, request.roi, time.time()))
+        return await self._batches((request.image, request.roi, request.boxes, time.time()))
 
-    async def _read_batch(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
+    async def _read_batch(self, items: list[_Item]) -> list[ReadReply]:
         replies = await asyncio.get_running_loop().run_in_executor(self._thread, self._read_sync, items)
         self._metrics.batch_size.observe(len(items))
+        line_reads = sum(1 for _, _, boxes, _ in items if boxes is not None)
+        if line_reads:  # Ray's Counter.inc refuses 0
+            self._metrics.line_reads.inc(line_reads)
         self._metrics.latency.observe(replies[0].ocr_ms)
         for reply in replies:
             self._metrics.queue.observe(reply.queue_ms)
@@ -95,20 +103,25 @@ class OCRModel:
         self._metrics.demand.set(demand)
         return {DEMAND: float(demand)}
 
-    def _read_sync(self, items: list[tuple[bytes, Roi | None, float]]) -> list[ReadReply]:
+    def _read_sync(self, items: list[_Item]) -> list[ReadReply]:
         start = time.time()
         replies = [
             ReadReply(
                 queue_ms=(start - queued) * 1000.0, backlog_ms=max(0.0, self._free_at - queued) * 1000.0
             )
-            for _, _, queued in items
+            for *_, queued in items
         ]
         images, readable, offsets = [], [], []
-        for reply, (data, roi, _) in zip(replies, items, strict=True):
+        by_line, line_replies = [], []
+        for reply, (data, roi, boxes, _) in zip(replies, items, strict=True):
             try:
                 image = decode_bgr(data, self._max_pixels)
             except ProtocolError as exc:
                 reply.error_code, reply.error_message = exc.code, exc.message
+                continue
+            if boxes is not None:
+                by_line.append((image, boxes))
+                line_replies.append(reply)
                 continue
             x0, y0 = 0, 0
             if roi is not None:
@@ -118,21 +131,25 @@ class OCRModel:
             readable.append(reply)
             offsets.append((x0, y0))
         if images:
-            try:
-                for reply, lines, offset in zip(readable, self._reader.read(images), offsets, strict=True):
-                    reply.lines = _shifted(lines, *offset)
-            except Exception:
-                logger.exception("the model failed on a batch of %d frames", len(images))
-                for reply in readable:
-                    reply.error_code, reply.error_message = (
-                        ErrorCode.INTERNAL,
-                        "the model failed on this frame",
-                    )
+            self._run(readable, lambda: list(map(_shifted, self._reader.read(images), offsets)))
+        if by_line:
+            self._run(line_replies, lambda: self._reader.read_lines(by_line))
         self._free_at = time.time()
         ocr_ms = (self._free_at - start) * 1000.0
         for reply in replies:
             reply.ocr_ms = ocr_ms
         return replies
+
+    @staticmethod
+    def _run(replies: list[ReadReply], read: Callable[[], list[list[Line]]]) -> None:
+        """Each reply gets its frame's lines from ``read``, or, when the model fails, an error."""
+        try:
+            for reply, lines in zip(replies, read(), strict=True):
+                reply.lines = lines
+        except Exception:
+            logger.exception("the model failed on a batch of %d frames", len(replies))
+            for reply in replies:
+                reply.error_code, reply.error_message = ErrorCode.INTERNAL, "the model failed on this frame"
 
     def info(self) -> ReaderInfo:
         models = [{"name": m.name, "hash": m.hash} for m in self._reader.models]
@@ -148,8 +165,9 @@ class OCRModel:
         self._batches.wait_s = self._config.batch_wait_timeout_s
 
 
-def _shifted(lines: list[Line], dx: int, dy: int) -> list[Line]:
+def _shifted(lines: list[Line], offset: tuple[int, int]) -> list[Line]:
     """Boxes of a region read back in the whole frame's pixels."""
+    dx, dy = offset
     if dx == dy == 0:
         return lines
     for line in lines:

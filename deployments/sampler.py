@@ -51,7 +51,9 @@ class FrameSampler:
         return on_serve_loop(DEFAULT_DEPLOYMENT_OPTIONS, config.deployment_config)
 
     async def _read(self, request: ReadRequest) -> ReadReply:
-        return await self._model.read(request.stream_id, request.image, request.received, request.roi)
+        return await self._model.read(
+            request.stream_id, request.image, request.received, request.roi, request.boxes
+        )
 
     def _call_model(self, requests: list[ReadRequest]) -> Replies:
         call = self._ocr.options(**MODEL_CALL).read.remote(requests, (self._id, self._admission.demand))

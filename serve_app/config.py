@@ -320,6 +320,13 @@ class SamplerConfig(BaseConfig):
     refresh_s: float = Field(
         5.0, gt=0, description="A frame that looks unchanged is read anyway this long after the last read."
     )
+    line_reads: bool = Field(
+        True,
+        description="A frame whose text changed only inside lines the last read found (nothing new "
+        "elsewhere, no line grown out of its box) is read line by line: only the changed lines are "
+        "recognised again, no detection (~40 ms a line on one CPU thread against ~270 ms for a "
+        "label frame, docs/dedup.md). Refresh and confirmation reads are always whole.",
+    )
     admission_timeout_s: float = Field(
         1.0, gt=0, description="A frame waiting this long for a free read slot is answered `overloaded`."
     )

@@ -73,6 +73,17 @@ class Comparison:
     scene_score: float = 0.0  # texture appeared or gone outside the text regions
     regions: int = 0  # text regions compared
     where: tuple[int, int] | None = None  # (x, y) of the most changed spot, frame px
+    # A change that lies inside the reference's text boxes (``full``, boxes given): read those lines.
+    lines: LineChange | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineChange:
+    """A frame whose text changed inside known lines only: nothing new elsewhere in the view, no
+    changed line's change at either end of its box (where longer text would run out of it)."""
+
+    boxes: list[list[list[int]]]  # each reference box where the frame shows it (its line's fit), frame px
+    changed: tuple[int, ...]  # the boxes whose text changed: to read again; the others keep their text
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +125,8 @@ class ChangeDetector:
         being read), ``[]`` (its read found no text) or no box in the roi: text-like
         regions found in the reference stand in. The verdict stops at the first text
         region that changed (a frame with new text costs a region, not all of them);
-        ``full`` scores every region and the scene (benchmarks, diagnostics).
+        ``full`` scores every region and the scene, and says which boxes changed when
+        nothing else did (``Comparison.lines``: only those lines need reading again).
         """
         c = self.config
         if (
@@ -124,15 +136,18 @@ class ChangeDetector:
         ):
             return Comparison(same=False, score=math.inf)
         ref, cur = reference.contrast, frame.contrast
-        rects = _box_rects(boxes or [], reference, c) or _text_like(reference, c)
+        boxed = _box_rects(boxes or [], reference, c)
+        rects = boxed or _text_like(reference, c)
         fits = _Fits(reference, frame, rects, c)
         text_score, where = 0.0, None
+        scored: list[_Scored] = []
         for i, rect in enumerate(rects):
-            fit = fits[i]
-            score, spot = _residual(ref, cur, fit, c)
-            if score > c.threshold:  # mis-tracked? try how the nearest other regions moved
+            best = _residual(ref, cur, fits[i], c)
+            if best.score > c.threshold:  # mis-tracked? try how the nearest other regions moved
                 for j in _neighbours(i, rects, c.candidates):
-                    score, spot = min((score, spot), _residual(ref, cur, _Fit(rect, fits[j].matrix), c))
+                    best = min(best, _residual(ref, cur, _Fit(rect, fits[j].matrix), c), key=_by_score)
+            scored.append(best)
+            score, spot = best.score, best.spot
             if score > text_score:
                 text_score, where = score, spot
             if not full and text_score > c.threshold:
@@ -147,6 +162,7 @@ class ChangeDetector:
         score = max(text_score / c.threshold, scene_score / c.scene_threshold)
         if scene_score / c.scene_threshold > text_score / c.threshold:
             where = scene_spot
+        inside = bool(boxes) and len(boxed) == len(boxes) and scene_score <= c.scene_threshold
         return Comparison(
             same=score <= 1.0,
             score=score,
@@ -154,7 +170,39 @@ class ChangeDetector:
             scene_score=scene_score,
             regions=len(rects),
             where=None if where is None else reference.to_frame(*where),
+            lines=_line_change(boxes, scored, reference, c) if inside and score > 1.0 else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """A text region's verdict: its score, where it changed most, and the fit it was scored with."""
+
+    score: float
+    spot: tuple[int, int]  # grey px of the frame
+    ends: float  # the score of the blocks at the region's left and right ends only
+    matrix: np.ndarray  # reference grey px -> frame grey px
+
+
+def _by_score(scored: _Scored) -> float:
+    return scored.score
+
+
+def _line_change(
+    boxes: list[list[list[int]]], scored: list[_Scored], fp: Fingerprint, c: DedupConfig
+) -> LineChange | None:
+    """The lines to read again, or None when a changed one may have grown out of its box."""
+    changed = tuple(i for i, s in enumerate(scored) if s.score > c.threshold)
+    grown = (not math.isfinite(scored[i].score) or scored[i].ends > c.threshold for i in changed)
+    if not changed or any(grown):
+        return None
+    scale, offset = np.float32(fp.scale), np.float32(fp.offset)
+    moved = []
+    for box, s in zip(boxes, scored, strict=True):
+        grey = np.asarray(box, np.float32).reshape(-1, 2) * scale - offset
+        frame = (grey @ s.matrix[:, :2].T + s.matrix[:, 2] + offset) / scale
+        moved.append(np.rint(frame).astype(int).tolist())
+    return LineChange(boxes=moved, changed=changed)
 
 
 def _box_rects(boxes: list[list[list[int]]], fp: Fingerprint, c: DedupConfig) -> list[Rect]:
@@ -310,7 +358,7 @@ def _slack(x: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     return tolerance * (cv2.dilate(x, _K3) - x), tolerance * (x - cv2.erode(x, _K3))
 
 
-def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tuple[float, tuple[int, int]]:
+def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> _Scored:
     """Score of the region in ``cur`` where ``fit`` puts it, against ``ref`` warped there (both
     int8 contrast images; only the parts looked at are made float)."""
     h, w = cur.shape
@@ -320,7 +368,7 @@ def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tu
     fx0, fy0 = max(c.margin, x0 + tx), max(c.margin, y0 + ty)
     fx1, fy1 = min(w - c.margin, x1 + tx), min(h - c.margin, y1 + ty)
     if fx1 - fx0 < 3 or fy1 - fy0 < 3:
-        return math.inf, (x0, y0)  # the region left the view
+        return _Scored(math.inf, (x0, y0), math.inf, fit.matrix)  # the region left the view
     inverse = cv2.invertAffineTransform(fit.matrix)
     # The reference pixels the warp reads: the patch's corners mapped back, a pixel more each way
     # for the interpolation, within the image (the border is replicated from its edge either way).
@@ -344,7 +392,9 @@ def _residual(ref: np.ndarray, cur: np.ndarray, fit: _Fit, c: DedupConfig) -> tu
     excess = np.maximum(residual - c.pixel_threshold, 0)
     blocks = cv2.blur(excess, (c.block, c.block), borderType=cv2.BORDER_CONSTANT)
     _, score, _, (bx, by) = cv2.minMaxLoc(blocks)
-    return float(score), (fx0 + bx, fy0 + by)
+    end = max(1, min(c.padding, excess.shape[1]))
+    ends = max(float(excess[:, :end].mean()), float(excess[:, -end:].mean()))
+    return _Scored(float(score), (fx0 + bx, fy0 + by), ends, fit.matrix)
 
 
 def _energy(fp: Fingerprint, c: DedupConfig) -> np.ndarray:

@@ -27,6 +27,9 @@ class ReadRequest:
     image: bytes
     received: float  # wall clock at the ingress (time.time())
     roi: Roi | None = None  # read only this region (``box`` stays in whole-frame pixels)
+    # Read only the lines in these boxes (4 points each, whole-frame px): recognition, no detection;
+    # the reply has one line per box, in order, its text empty where nothing reads.
+    boxes: list[list[list[int]]] | None = None
 
 
 @dataclass(slots=True)

@@ -106,3 +106,6 @@ class ModelMetrics:
             boundaries=LATENCY_MS,
         )
         self.demand = Gauge("ocr_demand", description="Reads wanted now, as reported by the samplers.")
+        self.line_reads = Counter(
+            "ocr_line_reads", description="Frames read line by line (only the lines that changed)."
+        )

@@ -2,7 +2,7 @@
 
 Ray-free: the OCR deployment wraps it, and the benchmarks call it directly to
 compare the serving path with the model alone. Not thread-safe by design: one
-owner thread calls :meth:`TextReader.read`.
+owner thread calls :meth:`TextReader.read` and :meth:`TextReader.read_lines`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from serve_app.protocol import Line
 os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
 
 logger = logging.getLogger(__name__)
+
+_REC_BATCH = 8  # text lines recognised in one model call
 
 
 def engine_has_cuda(engine: str) -> bool:
@@ -61,7 +63,8 @@ class ModelInfo:
 
 class TextReader:
     def __init__(self, config: OCRConfig, device: str = "cpu") -> None:
-        from paddleocr import PaddleOCR
+        from paddleocr import PaddleOCR, TextRecognition
+        from paddlex.inference.pipelines.components import CropByPolys
 
         bundled = (
             bundled_model_dirs(config.engine)
@@ -76,6 +79,7 @@ class TextReader:
             ModelInfo(config.det_model_name, dir_hash(det_dir)),
             ModelInfo(config.rec_model_name, dir_hash(rec_dir)),
         ]
+        engine_config = _engine_config(config, device)
         self._pipeline = PaddleOCR(
             text_detection_model_name=config.det_model_name,
             text_detection_model_dir=str(det_dir),
@@ -88,16 +92,46 @@ class TextReader:
             text_det_limit_side_len=config.det_limit_side_len,
             text_det_limit_type="min",
             text_rec_score_thresh=config.rec_score_thresh,
-            text_recognition_batch_size=8,
+            text_recognition_batch_size=_REC_BATCH,
             engine=config.engine,
-            engine_config=_engine_config(config, device),
+            engine_config=engine_config,
             device=device,
         )
+        # Line reads: the same recognition model on its own, and the pipeline's own crop of a box.
+        self._recognizer = TextRecognition(
+            model_name=config.rec_model_name,
+            model_dir=str(rec_dir),
+            engine=config.engine,
+            engine_config=engine_config,
+            device=device,
+        )
+        self._crop = CropByPolys("quad")
+        self._score_thresh = config.rec_score_thresh
         logger.info("PaddleOCR ready: engine=%s device=%s models=%s", config.engine, device, self.models)
 
     def read(self, images: list[np.ndarray]) -> list[list[Line]]:
         """Read BGR uint8 images; lines in reading order, boxes in image pixels."""
         return [_lines(result) for result in self._pipeline.predict(images)]
+
+    def read_lines(self, items: list[tuple[np.ndarray, list[list[list[int]]]]]) -> list[list[Line]]:
+        """Recognise the lines in the given boxes of each image (no detection): one line per box,
+        in order, its box as given, its text empty where nothing scores ``rec_score_thresh``."""
+        crops = [
+            crop
+            for image, boxes in items
+            for crop in self._crop(image, [_clipped(box, image.shape) for box in boxes])
+        ]
+        results = iter(self._recognizer.predict(crops, batch_size=_REC_BATCH) if crops else ())
+        read = []
+        for _, boxes in items:
+            lines = []
+            for box in boxes:
+                result = next(results)
+                text, score = str(result["rec_text"]), float(result["rec_score"])
+                keep = bool(text.strip()) and score >= self._score_thresh
+                lines.append(Line(text=text if keep else "", score=round(score, 4), box=box))
+            read.append(lines)
+        return read
 
 
 def _engine_config(config: OCRConfig, device: str) -> dict[str, Any] | None:
@@ -108,6 +142,10 @@ def _engine_config(config: OCRConfig, device: str) -> dict[str, Any] | None:
     # The default oneDNN path fails on these weights under the new IR; without
     # oneDNN Paddle is ~5x slower (docs/engines.md).
     return {"run_mode": "mkldnn", "cpu_threads": config.cpu_threads, "enable_new_ir": False}
+
+
+def _clipped(box: list[list[int]], shape: tuple[int, ...]) -> np.ndarray:
+    return np.clip(np.asarray(box, np.float32), 0, (shape[1] - 1, shape[0] - 1))
 
 
 def _lines(result: Any) -> list[Line]:

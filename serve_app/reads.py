@@ -80,8 +80,15 @@ class ReadBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0  # calls made (metrics, tests)
 
-    async def read(self, stream_id: str, image: bytes, received: float, roi: Roi | None = None) -> ReadReply:
-        request = ReadRequest(next(self._ids), stream_id, image, received, roi)
+    async def read(
+        self,
+        stream_id: str,
+        image: bytes,
+        received: float,
+        roi: Roi | None = None,
+        boxes: list[list[list[int]]] | None = None,
+    ) -> ReadReply:
+        request = ReadRequest(next(self._ids), stream_id, image, received, roi, boxes)
         reply: asyncio.Future[ReadReply] = asyncio.get_running_loop().create_future()
         if not self._queue:
             asyncio.get_running_loop().call_soon(self._flush)

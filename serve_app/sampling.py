@@ -22,7 +22,10 @@ it exactly once:
   ``rate`` while the stream waits for a token: then frames are not even
   decoded, only the newest is compared when the token comes);
 - a frame is read again, same or not, ``refresh_s`` after the last read, and
-  when the text tracker asks for a read to confirm a candidate text.
+  when the text tracker asks for a read to confirm a candidate text;
+- with ``line_reads``, a frame whose text changed only inside lines the last
+  read found is **read line by line**: the model recognises those lines again
+  (no detection), the others keep their text, their boxes moved with them.
 
 Only reads leave the ingress (``read``: one call to the sampler for many
 streams' frames); docs/design.md explains why.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -54,9 +58,13 @@ from serve_app.protocol import (
 )
 from serve_app.security import TokenBucket
 
-ReadFn = Callable[[Job, Roi | None], Awaitable[ReadReply]]
+Boxes = list[list[list[int]]]  # text boxes, 4 points each, px of the whole upright frame
+# Read a frame (only its roi), or only the lines in the given boxes (one line back per box).
+ReadFn = Callable[[Job, Roi | None, Boxes | None], Awaitable[ReadReply]]
 AnswerFn = Callable[[Job, ResultAnswer | ErrorAnswer], None]
 EventFn = Callable[[TextEvent], None]
+
+logger = logging.getLogger(__name__)
 
 
 class Detector(Protocol):
@@ -64,7 +72,9 @@ class Detector(Protocol):
 
     def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> Any: ...
 
-    def compare(self, reference: Any, frame: Any, boxes: list[list[list[int]]] | None = None) -> Any: ...
+    def compare(
+        self, reference: Any, frame: Any, boxes: Boxes | None = None, *, full: bool = False
+    ) -> Any: ...
 
 
 class Tracker(Protocol):
@@ -107,6 +117,26 @@ class _Candidate:
     # Compared with a reference still being read (whole frame, no boxes): judged again with the
     # boxes once that read lands, before it is read itself.
     unboxed: _Reference | None = None
+    lines: _LineRead | None = None  # changed only inside the reference's lines: read those
+
+
+@dataclass(frozen=True, slots=True)
+class _LineRead:
+    """A frame to read line by line: ``of``'s lines, the ``changed`` ones read again in ``boxes``."""
+
+    of: _Reference
+    boxes: Boxes  # each of ``of``'s lines where the frame shows it
+    changed: tuple[int, ...]
+
+    def merged(self, read: list[Line]) -> list[Line]:
+        """``of``'s lines with the ``changed`` ones as ``read`` (one per changed box; empty: gone)."""
+        new = dict(zip(self.changed, read, strict=True))
+        old = self.of.lines or []
+        lines = [
+            new[i] if i in new else Line(text=line.text, score=line.score, box=box)
+            for i, (line, box) in enumerate(zip(old, self.boxes, strict=True))
+        ]
+        return [line for line in lines if line.text]
 
 
 def _repeats(ref: _Reference | None, digest: bytes) -> bool:
@@ -242,7 +272,7 @@ class StreamSampler:
         ref, previous = self._ref, self._previous
         loop = asyncio.get_running_loop()
         try:
-            digest, fingerprint, same, settled = await loop.run_in_executor(
+            digest, fingerprint, same, lines, settled = await loop.run_in_executor(
                 self._executor,
                 self._fingerprint_and_compare,
                 job.image,
@@ -250,20 +280,26 @@ class StreamSampler:
                 previous,
                 self._refresh_due(ref),
             )
+            self._previous = fingerprint
+            # Not compared (None): read as a refresh, if it still is one now that the verdict is made.
+            while self._ref is not ref or (same is None and not self._refresh_due(ref)):
+                ref = self._ref
+                same, lines = (
+                    (True, None)
+                    if _repeats(ref, digest)
+                    else await loop.run_in_executor(self._executor, self._compare, ref, fingerprint)
+                )
         except ProtocolError as exc:
             self._fail(job, exc.code, exc.message)
             return None
-        self._previous = fingerprint
-        # Not compared (None): read as a refresh, if it still is one now that the verdict is made.
-        while self._ref is not ref or (same is None and not self._refresh_due(ref)):
-            ref = self._ref
-            same = _repeats(ref, digest) or await loop.run_in_executor(
-                self._executor, self._compare, ref, fingerprint
-            )
+        except Exception:  # a bug in the detector must not leave the frame unanswered
+            logger.exception("frame %s could not be compared", job.frame_id)
+            self._fail(job, ErrorCode.INTERNAL, "the frame could not be compared; the stream goes on")
+            return None
         same = True if same is None else same
         unboxed = ref if ref is not None and ref.lines is None else None
         candidate = _Candidate(
-            job, fingerprint, digest, compared=True, settled=settled or same, unboxed=unboxed
+            job, fingerprint, digest, compared=True, settled=settled or same, unboxed=unboxed, lines=lines
         )
         return candidate, same
 
@@ -278,30 +314,37 @@ class StreamSampler:
 
     def _fingerprint_and_compare(
         self, image: bytes, ref: _Reference | None, previous: Any, refresh_due: bool
-    ) -> tuple[bytes, Any, bool | None, bool]:
-        """(digest, fingerprint, same as ``ref``, settled); a changed frame is also compared with
-        ``previous``. The very bytes of ``ref``'s frame are the same undecoded. ``refresh_due``: the
-        frame is read whatever it shows, so it is not compared (same None), only fingerprinted for
-        the frames after it (a stream that sends a frame every few seconds is never compared)."""
+    ) -> tuple[bytes, Any, bool | None, _LineRead | None, bool]:
+        """(digest, fingerprint, same as ``ref``, the lines to read if only they changed, settled);
+        a changed frame is also compared with ``previous``. The very bytes of ``ref``'s frame are
+        the same undecoded. ``refresh_due``: the frame is read whatever it shows, so it is not
+        compared (same None), only fingerprinted for the frames after it (a stream that sends a
+        frame every few seconds is never compared)."""
         if not self.config.dedup.enabled:
-            return b"", None, False, True
+            return b"", None, False, None, True
         digest = hashlib.blake2b(image, digest_size=16).digest()
         if _repeats(ref, digest):
-            return digest, ref.fingerprint, True, True
+            return digest, ref.fingerprint, True, None, True
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
         if refresh_due:
-            return digest, fingerprint, None, True
-        same = self._compare(ref, fingerprint)
+            return digest, fingerprint, None, None, True
+        same, lines = self._compare(ref, fingerprint)
         if same or previous is None or self.config.settle_s == 0.0:
-            return digest, fingerprint, same, True
-        return digest, fingerprint, same, bool(self._detector.compare(previous, fingerprint).same)
+            return digest, fingerprint, same, lines, True
+        return digest, fingerprint, same, lines, bool(self._detector.compare(previous, fingerprint).same)
 
-    def _compare(self, ref: _Reference | None, fingerprint: Any) -> bool:
+    def _compare(self, ref: _Reference | None, fingerprint: Any) -> tuple[bool, _LineRead | None]:
+        """Is ``fingerprint`` the same as ``ref``; if not, the lines to read when only they changed."""
         if ref is None or ref.fingerprint is None or fingerprint is None:
-            return False
+            return False, None
         lines = ref.lines  # None while it is being read: the whole frame is compared
         boxes = [line.box for line in lines] if lines else None
-        return bool(self._detector.compare(ref.fingerprint, fingerprint, boxes).same)
+        full = self.config.line_reads and boxes is not None
+        verdict = self._detector.compare(ref.fingerprint, fingerprint, boxes, full=full)
+        change = verdict.lines if full else None
+        if verdict.same or change is None:
+            return bool(verdict.same), None
+        return False, _LineRead(ref, change.boxes, change.changed)
 
     def _decide(self, candidate: _Candidate, same: bool) -> None:
         """A compared frame: a duplicate (now, or once the read in flight has its lines), or a read."""
@@ -359,14 +402,22 @@ class StreamSampler:
         # the refresh lands (frames like it do not wait for a read whose answer they already have).
         known = self._ref is not None and self._ref.lines is not None
         stands = self._ref if candidate.refresh and known else None
+        # Line by line only against the reference it was compared with, whose lines stand now.
+        lines = candidate.lines if candidate.lines is not None and candidate.lines.of is self._ref else None
         if stands is None:
             self._ref = ref
-        self._spawn(self._read_one(candidate.job, ref, candidate.forced, stands))
+        self._spawn(self._read_one(candidate.job, ref, candidate.forced, stands, lines))
 
     async def _judge_again(self, candidate: _Candidate, ref: _Reference) -> None:
         """A waiting frame judged changed against a read in flight, compared again now its boxes are known."""
         loop = asyncio.get_running_loop()
-        same = await loop.run_in_executor(self._executor, self._compare, ref, candidate.fingerprint)
+        try:
+            same, candidate.lines = await loop.run_in_executor(
+                self._executor, self._compare, ref, candidate.fingerprint
+            )
+        except Exception:  # judged changed already: read it whole
+            logger.exception("frame %s could not be compared again", candidate.job.frame_id)
+            same, candidate.lines = False, None
         newer = self._candidate.job.frame_id if self._candidate is not None else None
         if newer is None and self._ref is not ref and self._ref is not None:
             newer = self._ref.frame_id  # a newer frame is being read: never read an older one after it
@@ -385,11 +436,17 @@ class StreamSampler:
         self._settle_timer = None
         self._start()
 
-    async def _read_one(self, job: Job, ref: _Reference, forced: bool, stands: _Reference | None) -> None:
-        """Read ``job`` (the frame of ``ref``); a refresh's ``ref`` replaces ``stands`` once it lands."""
+    async def _read_one(
+        self, job: Job, ref: _Reference, forced: bool, stands: _Reference | None, lines: _LineRead | None
+    ) -> None:
+        """Read ``job`` (the frame of ``ref``), whole or ``lines`` only; a refresh's ``ref`` replaces
+        ``stands`` once it lands."""
         started = time.time()
-        reply = await self._read(job, self.roi)
+        boxes = None if lines is None else [lines.boxes[i] for i in lines.changed]
+        reply = await self._read(job, self.roi, boxes)
         self._reading = False
+        if lines is not None and reply.lines is not None:
+            reply.lines = lines.merged(reply.lines)
         answer = read_answer(job, reply, started)
         followers, ref.followers = ref.followers, []
         if reply.lines is not None:

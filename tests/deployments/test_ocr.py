@@ -27,8 +27,13 @@ def read_all(reader: TextReader, images: Path) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def onnx_texts(images: Path) -> dict[str, list[str]]:
-    return read_all(TextReader(OCRConfig(engine="onnxruntime")), images)
+def onnx_reader() -> TextReader:
+    return TextReader(OCRConfig(engine="onnxruntime"))
+
+
+@pytest.fixture(scope="module")
+def onnx_texts(onnx_reader: TextReader, images: Path) -> dict[str, list[str]]:
+    return read_all(onnx_reader, images)
 
 
 def paddleocr_defaults(images: Path) -> dict[str, list[str]]:
@@ -84,6 +89,22 @@ def test_both_engines_read_the_same_text(onnx_texts: dict[str, list[str]], image
     pytest.importorskip("paddle")
     paddle_texts = read_all(TextReader(OCRConfig(engine="paddle_static")), images)
     assert paddle_texts == onnx_texts
+
+
+def test_lines_read_in_their_boxes_are_the_lines_read_whole(onnx_reader: TextReader, images: Path) -> None:
+    """A line read (recognition only, in the boxes a whole read found) reads what the whole read did."""
+    frames = [decode_bgr(p.read_bytes(), MAX_PIXELS) for p in sorted(images.iterdir())]
+    whole = onnx_reader.read(frames)
+    by_box = onnx_reader.read_lines(
+        [(f, [line.box for line in lines]) for f, lines in zip(frames, whole, strict=True)]
+    )
+    assert sum(map(len, whole)) >= 20
+    assert [[(line.text, line.box) for line in lines] for lines in by_box] == [
+        [(line.text, line.box) for line in lines] for lines in whole
+    ]
+    black = decode_bgr((images / "empty_black.jpg").read_bytes(), MAX_PIXELS)
+    nothing = onnx_reader.read_lines([(black, [[[0, 0], [90, 0], [90, 30], [0, 30]]])])
+    assert [line.text for line in nothing[0]] == [""], "a box where nothing reads: one line, empty"
 
 
 @pytest.mark.serve

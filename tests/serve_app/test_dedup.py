@@ -341,3 +341,44 @@ def test_the_verdict_stops_at_the_first_changed_line_and_agrees_with_the_full_sc
             assert quick.same or (quick.score > 1.0 and quick.text_score <= full.text_score)
     first = detector.fingerprint(take(shots[0])[0], MAX_PIXELS)
     assert detector.compare(ref, first, boxes).scene_score == 0.0, "no scene check once a line changed"
+
+
+def test_a_change_inside_known_lines_says_which_lines_and_where_they_are_now(
+    detector: ChangeDetector, reference: tuple[Fingerprint, list[Box]]
+) -> None:
+    """The card moved and turned, one character of the second line changed: only that line is to
+    be read again, and every box is where the frame shows its line (what a line read crops)."""
+    ref, boxes = reference
+    shot = Shot(lines=one_char(1, 9, "8"), card_dx=2.5, card_dy=-1.5, card_deg=0.8, noise_seed=4)
+    data, true_boxes = take(shot)
+    frame = detector.fingerprint(data, MAX_PIXELS)
+    verdict = detector.compare(ref, frame, boxes, full=True)
+    assert not verdict.same and verdict.lines is not None
+    assert verdict.lines.changed == (1,)
+    off = np.abs(np.float32(verdict.lines.boxes) - np.float32(true_boxes)).max()
+    assert off <= 2.0, f"moved boxes {off:.1f} px from the lines in the frame"
+    assert detector.compare(ref, frame, boxes).lines is None, "only a full compare says which lines"
+    assert (
+        detector.compare(
+            ref, detector.fingerprint(take(Shot(card_dx=2.5))[0], MAX_PIXELS), boxes, full=True
+        ).lines
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [LABEL[0] + "5", *LABEL[1:]],  # a line grew out of its box: its new end is unread
+        [*LABEL, "OK"],  # a new word outside the boxes
+    ],
+    ids=["grown", "new-word"],
+)
+def test_a_change_outside_known_lines_reads_the_frame_whole(
+    detector: ChangeDetector, reference: tuple[Fingerprint, list[Box]], lines: list[str]
+) -> None:
+    ref, boxes = reference
+    verdict = detector.compare(
+        ref, detector.fingerprint(take(Shot(lines=lines))[0], MAX_PIXELS), boxes, full=True
+    )
+    assert not verdict.same and verdict.lines is None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.config import SamplerConfig
+from serve_app.dedup import LineChange
 from serve_app.jobs import Job, ReadReply
 from serve_app.protocol import ErrorAnswer, ErrorCode, Line, ProtocolError, ResultAnswer, Roi, TextEvent
 from serve_app.sampling import StreamSampler
@@ -16,10 +17,18 @@ from serve_app.sampling import StreamSampler
 @dataclass
 class Same:
     same: bool
+    lines: LineChange | None = None
+
+
+def box(i: int) -> list[list[int]]:
+    """The stand-in's box of line ``i``."""
+    return [[0, 10 * i], [10, 10 * i], [10, 10 * i + 5], [0, 10 * i + 5]]
 
 
 class StandInDetector:
-    """Content = the image bytes; b"bad..." is an undecodable image. Counts what it decodes."""
+    """Content = the image bytes, lines split by b"|"; b"bad..." is an undecodable image. Counts
+    what it decodes. Content of several lines, compared ``full`` with the boxes of as many lines,
+    says which lines changed (single-line content never does: reads stay whole)."""
 
     def __init__(self) -> None:
         self.decoded: list[bytes] = []
@@ -33,29 +42,40 @@ class StandInDetector:
             raise ProtocolError(ErrorCode.BAD_IMAGE, "image bytes could not be decoded")
         return data
 
-    def compare(self, a: bytes, b: bytes, boxes: Any = None) -> Same:
+    def compare(self, a: bytes, b: bytes, boxes: Any = None, *, full: bool = False) -> Same:
         self.compared += 1
-        return Same(a == b)
+        old, new = a.split(b"|"), b.split(b"|")
+        if a == b or not full or not boxes or not len(boxes) == len(old) == len(new) > 1:
+            return Same(a == b)
+        changed = tuple(i for i, (x, y) in enumerate(zip(old, new, strict=True)) if x != y)
+        return Same(False, LineChange(boxes=boxes, changed=changed))
 
 
 class StandInModel:
-    """Reads the image bytes as the text; can be held, fail, or answer overloaded."""
+    """Reads the image bytes as the text, a line per b"|"-separated part (or the parts in the boxes
+    asked for); can be held, fail, or answer overloaded."""
 
     def __init__(self) -> None:
         self.reads: list[bytes] = []
+        self.boxes: list[Any] = []  # of each read: None (whole), or the boxes of the lines read
         self.started: list[float] = []  # time.monotonic() of each read
         self.gate = asyncio.Event()
         self.gate.set()
         self.reply: ReadReply | None = None
 
-    async def __call__(self, job: Job, roi: Roi | None) -> ReadReply:
+    async def __call__(self, job: Job, roi: Roi | None, boxes: Any = None) -> ReadReply:
         self.reads.append(job.image)
+        self.boxes.append(boxes)
         self.started.append(time.monotonic())
         await self.gate.wait()
         if self.reply is not None:
             return self.reply
-        box = [[0, 0], [10, 0], [10, 5], [0, 5]]
-        return ReadReply(lines=[Line(text=job.image.decode(), score=1.0, box=box)], ocr_ms=5.0)
+        parts = job.image.decode().split("|")
+        if boxes is None:
+            lines = [Line(text=part, score=1.0, box=box(i)) for i, part in enumerate(parts)]
+        else:
+            lines = [Line(text=parts[b[0][1] // 10], score=1.0, box=b) for b in boxes]
+        return ReadReply(lines=lines, ocr_ms=5.0)
 
 
 class Stream:
@@ -383,7 +403,7 @@ class MovingObjectDetector(StandInDetector):
         super().__init__()
         self.slow = slow  # a frame whose compare with boxes takes a while (its thread is busy)
 
-    def compare(self, a: bytes, b: bytes, boxes: Any = None) -> Same:
+    def compare(self, a: bytes, b: bytes, boxes: Any = None, *, full: bool = False) -> Same:
         if boxes:
             if b == self.slow:
                 time.sleep(0.2)
@@ -455,3 +475,71 @@ async def test_a_view_that_never_settles_is_read_once_per_settle_s() -> None:
     reads = [i for i in range(50) if s.answer(i)["status"] == "ok"]
     assert 2 <= len(reads) <= 1 + elapsed / 0.1 + 1, reads
     assert reads[-1] == 49, "the newest frame is read when settle_s has passed"
+
+
+def texts(answer: dict[str, Any]) -> list[str]:
+    return [line["text"] for line in answer["lines"]]
+
+
+async def test_a_change_inside_known_lines_reads_only_those_lines() -> None:
+    s = Stream()
+    s.send(1, b"SN 1|LOT 7|EXP 9")
+    await s.settle(1)
+    s.send(2, b"SN 1|LOT 8|EXP 9")  # one line changed, nothing else
+    await s.settle(2)
+    assert s.model.boxes == [None, [box(1)]], "only the changed line is read again"
+    assert s.answer(2)["status"] == "ok" and texts(s.answer(2)) == ["SN 1", "LOT 8", "EXP 9"]
+    assert [line["box"] for line in s.answer(2)["lines"]] == [box(0), box(1), box(2)]
+    s.send(3, b"SN 1|LOT 8|EXP 9")  # the content the line read made the reference
+    await s.settle(3)
+    assert s.answer(3)["reason"] == "duplicate" and texts(s.answer(3)) == ["SN 1", "LOT 8", "EXP 9"]
+    s.send(4, b"SN 2||EXP 9")  # a line read where the line is gone
+    await s.settle(4)
+    assert s.model.boxes[-1] == [box(0), box(1)] and texts(s.answer(4)) == ["SN 2", "EXP 9"]
+
+
+async def test_line_reads_off_reads_every_change_whole() -> None:
+    s = Stream(line_reads=False)
+    s.send(1, b"SN 1|LOT 7")
+    await s.settle(1)
+    s.send(2, b"SN 1|LOT 8")
+    await s.settle(2)
+    assert s.model.boxes == [None, None] and texts(s.answer(2)) == ["SN 1", "LOT 8"]
+
+
+async def test_a_line_read_planned_against_lines_a_refresh_replaced_is_read_whole() -> None:
+    s = Stream(refresh_s=0.3)
+    s.send(1, b"SN 1|LOT 7")
+    await s.settle(1)
+    await asyncio.sleep(0.35)
+    s.model.gate.clear()
+    s.send(2, b"SN 1|LOT 7")  # a refresh: read while frame 1's lines still stand
+    await asyncio.sleep(0.02)
+    s.send(3, b"SN 1|LOT 8")  # changed inside frame 1's lines: waits for the refresh in flight
+    await asyncio.sleep(0.02)
+    s.model.gate.set()
+    await s.settle(3)
+    assert s.model.boxes == [None, None, None], "the refresh's lines stand now: frame 3 is read whole"
+    assert texts(s.answer(3)) == ["SN 1", "LOT 8"]
+
+
+class BrokenDetector(StandInDetector):
+    """Raises (a bug, not a bad image) on content b"boom"."""
+
+    def compare(self, a: bytes, b: bytes, boxes: Any = None, *, full: bool = False) -> Same:
+        if b == b"boom":
+            raise RuntimeError("a bug in the detector")
+        return super().compare(a, b, boxes, full=full)
+
+
+async def test_a_detector_that_raises_answers_the_frame_internal_and_the_stream_goes_on() -> None:
+    s = Stream()
+    s.detector = s.sampler._detector = BrokenDetector()
+    s.send(1, b"A")
+    await s.settle(1)
+    s.send(2, b"boom")
+    await s.settle(2)
+    assert s.answer(2)["type"] == "error" and s.answer(2)["code"] == "internal"
+    s.send(3, b"A")
+    await s.settle(3)
+    assert s.answer(3)["reason"] == "duplicate"

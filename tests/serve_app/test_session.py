@@ -35,7 +35,7 @@ class StandInModel:
         self.reads: list[int] = []
         self.delay = delay
 
-    async def __call__(self, job: Job, roi: Roi | None) -> ReadReply:
+    async def __call__(self, job: Job, roi: Roi | None, boxes: Any = None) -> ReadReply:
         self.reads.append(job.frame_id)
         await asyncio.sleep(self.delay)
         return ReadReply(
