@@ -26,7 +26,9 @@ answers and closes. Scored: the frames sent, and the pings sent, in the hold.
 - text right: the client holds the lines of the newest frame (by frame id)
   whose ``ok`` or ``duplicate`` answer has arrived; when a frame's answer
   arrives, the held text (lines joined by "\\n", spaces removed) is compared
-  with that frame's true text (spaces removed);
+  with that frame's true text (spaces removed); ``held_wrong_spans``: each
+  run of 15 or more frames of one camera holding the same wrong text, what
+  was held and the truth (a misread or a missed change, held until a read);
 - change delay: for each change of the true text that then stays for at
   least ``--settle-frames``, the first answer (in arrival order, a frame at or
   after the change) whose lines show the new text: its arrival minus the send
@@ -51,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import sys
@@ -140,6 +143,7 @@ class CameraRun:
     answers: list[int] = field(default_factory=list)
     outcome: list[str] = field(default_factory=list)
     held_right: list[bool] = field(default_factory=list)  # held text right when the frame's answer came
+    held: list[str | None] = field(default_factory=list)  # the text held then
     ocr_ms: list[float] = field(default_factory=list)  # server's ocr_ms of the reads
     shown: list[tuple[float, int, str]] = field(default_factory=list)  # (arrival, frame id, text): ok/dup
     pings: list[tuple[float, float]] = field(default_factory=list)  # (sent, round trip)
@@ -173,6 +177,7 @@ class CameraRun:
             self.shown.append((now, frame_id, text))
             if frame_id > self.held_id:
                 self.held_id, self.held_text = frame_id, text
+        self.held[frame_id] = self.held_text
         self.held_right[frame_id] = self.held_text == self.truth(frame_id)
 
     def outstanding(self) -> int:
@@ -224,6 +229,7 @@ async def run_camera(url: str, run: CameraRun, stream_id: str, t0: float, end: f
             run.answers.append(0)
             run.outcome.append("unanswered")
             run.held_right.append(False)
+            run.held.append(None)
             await ws.send(encode_binary_frame(frame_id, jpegs[frame_id % len(jpegs)], ts=frame_id / FPS))
             if frame_id % per_ping == 0:
                 run.pings_pending.append(time.perf_counter() - t0)
@@ -305,6 +311,22 @@ def change_delays(run: CameraRun, scored: range, settle: int) -> list[dict[str, 
     return out
 
 
+def held_wrong_spans(runs: list[CameraRun], lo: float, hi: float, at_least: int = 15) -> list[dict[str, Any]]:
+    """Runs of ``at_least`` or more scored frames of one camera holding the same wrong text: what was
+    held against the truth (a misread or a missed change held until the next read)."""
+    spans: list[dict[str, Any]] = []
+    for run in runs:
+        ids = [i for i, t in enumerate(run.sent) if lo <= t < hi]
+        for _, group in itertools.groupby(ids, key=lambda i: (run.held_right[i], run.held[i], run.truth(i))):
+            same = list(group)
+            if not run.held_right[same[0]] and len(same) >= at_least:
+                held, truth = run.held[same[0]], run.truth(same[0])
+                spans.append(
+                    {"camera": run.camera.seed, "frames": [same[0], same[-1]], "held": held, "truth": truth}
+                )
+    return spans
+
+
 def analyse_step(
     runs: Sequence[CameraRun],
     cpu: dict[str, float],
@@ -355,6 +377,7 @@ def analyse_step(
         "reads": reads,
         "reads_per_s": round(reads / args.hold_s, 2),
         "text_right_share": round(sum(1 for r, i in frames if r.held_right[i]) / n, 4) if n else 0,
+        "held_wrong_spans": held_wrong_spans(runs, lo, hi),
         "changes": len(changes),
         "changes_shown": len(caught),
         "change_delay_frames": _delays([c["frames"] for c in caught]),

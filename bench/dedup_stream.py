@@ -16,7 +16,9 @@ one after the other in it:
 
 1. ``service``: the service as configured (dedup on, the stream asks for no
    ``fps``: the sampler's ``default_fps``); ``settle``: the same with
-   ``settle_s`` 0.5 (reads wait for a changing view to settle);
+   ``settle_s`` 0.5 (reads wait for a changing view to settle); ``whole_reads``:
+   the same with ``line_reads`` off (every read detects and recognises the
+   whole frame);
 2. ``fixed_15fps``: the design it replaces, a fixed 15 fps sampler (dedup off,
    ``?fps=15``): a time window, nothing else;
 3. ``every_frame``: dedup off and ``?fps=30``: read every frame it can.
@@ -96,6 +98,9 @@ MODES = (
         "service, reads waiting for a changing view to settle (settle_s 0.5)",
         {"sampler": {"settle_s": 0.5}},
         None,
+    ),
+    Mode(
+        "whole_reads", "service, every read whole (line_reads off)", {"sampler": {"line_reads": False}}, None
     ),
     Mode("fixed_15fps", "fixed 15 fps sampler (dedup off)", {"sampler": {"dedup": {"enabled": False}}}, 15.0),
     Mode(

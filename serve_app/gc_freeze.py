@@ -5,7 +5,7 @@ ASGI scope and socket, Serve's request, the session, its sampler, queue and
 tasks). CPython's full collection walks every one of them: at 2,000
 connections ~640,000 objects and up to 0.9-1.35 s with the event loop stopped,
 every ~25 s while they are held and every 1.5-2 s while they open
-(docs/bench/ingress_gc_pauses.txt, docs/benchmarks.md "This round").
+(docs/bench/ingress_gc_pauses.txt, docs/benchmarks.md "The night round").
 
 :class:`GcFreezer` times each full collection and, with ``freeze``, freezes
 what survived it (``gc.freeze``): those objects are alive, the collector stops
