@@ -443,7 +443,11 @@ class StreamSampler:
         ``stands`` once it lands."""
         started = time.time()
         boxes = None if lines is None else [lines.boxes[i] for i in lines.changed]
-        reply = await self._read(job, self.roi, boxes)
+        try:
+            reply = await self._read(job, self.roi, boxes)
+        except Exception:  # the read path answers errors as replies; a bug must not lose the frame
+            logger.exception("frame %s: the read failed", job.frame_id)
+            reply = ReadReply(error_code=ErrorCode.INTERNAL, error_message="the frame could not be read")
         self._reading = False
         if lines is not None and reply.lines is not None:
             reply.lines = lines.merged(reply.lines)

@@ -370,7 +370,7 @@ class FlakyModel:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def __call__(self, job: Job, roi: Roi | None) -> ReadReply:
+    async def __call__(self, job: Job, roi: Roi | None, boxes: Any = None) -> ReadReply:
         self.calls += 1
         await asyncio.sleep(0)
         if self.calls % 5 == 0:

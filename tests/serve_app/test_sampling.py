@@ -543,3 +543,19 @@ async def test_a_detector_that_raises_answers_the_frame_internal_and_the_stream_
     s.send(3, b"A")
     await s.settle(3)
     assert s.answer(3)["reason"] == "duplicate"
+
+
+async def test_a_read_function_that_raises_answers_the_frame_internal_and_the_stream_goes_on() -> None:
+    s = Stream()
+
+    async def broken(job: Job, roi: Roi | None, boxes: Any = None) -> ReadReply:
+        raise TypeError("a bug on the read path")
+
+    s.sampler._read = broken
+    s.send(1, b"A")
+    await s.settle(1)
+    assert s.answer(1)["type"] == "error" and s.answer(1)["code"] == "internal"
+    s.sampler._read = s.model
+    s.send(2, b"A")  # nothing was read: the same content is read now
+    await s.settle(2)
+    assert s.answer(2)["status"] == "ok"
