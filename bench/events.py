@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import math
 import random
 import statistics
@@ -783,6 +784,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
     streams = {
         (scene, k): list(iter_scene(scene, args.seconds, FPS, seed=args.seed + k, bait=True, hold_s=hold))
         for scene, hold in SERVICE_SCENES.items()
+        if scene in args.scenes.split(",")
         for k in range(args.streams)
     }
     print(f"rendered {sum(map(len, streams.values()))} frames in {time.monotonic() - t:.0f} s", flush=True)
@@ -793,9 +795,10 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
         "hold_s": SERVICE_SCENES,
         "goals": GOALS,
         "machine_at_start": machine_info(),
+        "app_args_overrides": args.app_args,
         "scenes": {},
     }
-    with running_app(port=args.port) as url:
+    with running_app(args.app_args, port=args.port) as url:
         warm = analyse(asyncio.run(closed_loop_latency(url, frame_pool(5, seed=7), 5, stream_fps=30.0)))
         if not warm["totals"]["outcomes"]["counts"].get(READ):
             raise RuntimeError(f"the warm-up read nothing: {warm['totals']['outcomes']}")
@@ -867,6 +870,15 @@ def main(argv: list[str] | None = None) -> None:
         "--no-compare", dest="compare", action="store_false", help="--service: skip the events-off runs"
     )
     parser.add_argument("--port", type=int, default=8123, help="--service: port of the application")
+    parser.add_argument(
+        "--scenes", default=",".join(SERVICE_SCENES), help="--service: comma-separated, of the cameras"
+    )
+    parser.add_argument(
+        "--app-args",
+        type=json.loads,
+        default=None,
+        help="--service: JSON merged into configs/serve.yaml's args",
+    )
     parser.add_argument(
         "--out", type=Path, help="JSON written (events_sim.json; --service: events_service.json)"
     )

@@ -99,6 +99,9 @@ class _Reference:
     lines: list[Line] | None = None  # None while it is being read
     read_at: float = 0.0  # time.monotonic() when its read completed
     followers: list[Job] = field(default_factory=list)  # the same content, answered with its lines
+    # Lines of the read before it: a read that found fewer (a hand, a blur?) is not read line by line
+    # from, since a line it missed would stay missed.
+    lines_before: int = 0
     digest: bytes = b""  # of its image bytes: a frame of the very same bytes needs no decoding
 
 
@@ -339,7 +342,7 @@ class StreamSampler:
             return False, None
         lines = ref.lines  # None while it is being read: the whole frame is compared
         boxes = [line.box for line in lines] if lines else None
-        full = self.config.line_reads and boxes is not None
+        full = self.config.line_reads and bool(lines) and len(lines or ()) >= ref.lines_before
         verdict = self._detector.compare(ref.fingerprint, fingerprint, boxes, full=full)
         change = verdict.lines if full else None
         if verdict.same or change is None:
@@ -400,8 +403,9 @@ class StreamSampler:
         ref = _Reference(candidate.job.frame_id, candidate.fingerprint, digest=candidate.digest)
         # A refresh reads content already known: the reference keeps answering with its lines until
         # the refresh lands (frames like it do not wait for a read whose answer they already have).
-        known = self._ref is not None and self._ref.lines is not None
-        stands = self._ref if candidate.refresh and known else None
+        known = self._ref.lines if self._ref is not None else None
+        ref.lines_before = len(known or ())
+        stands = self._ref if candidate.refresh and known is not None else None
         # Line by line only against the reference it was compared with, whose lines stand now.
         lines = candidate.lines if candidate.lines is not None and candidate.lines.of is self._ref else None
         if stands is None:

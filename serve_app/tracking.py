@@ -159,10 +159,11 @@ class TextTracker:
     ) -> list[TextEvent]:
         """The model read this frame (``forced``: because :attr:`wants_read` asked for it)."""
         now = self._advance(ts)
+        captured = self._captured(ts)
         self._has_read = True
         waiting = [(t, t.run.first, t.run.count) for t in self._tracks if t.pending]
         reads = [
-            _Read(line.text, key, line.score, line.box, _bounds(line.box), frame_id, now)
+            _Read(line.text, key, line.score, line.box, _bounds(line.box), frame_id, captured)
             for line in lines
             if (key := text_key(line.text)) and line.score >= self.config.min_score
         ]
@@ -229,6 +230,13 @@ class TextTracker:
             self._clock += ts - self._last_ts
             self._last_ts = ts
         return self._clock
+
+    def _captured(self, ts: float) -> float:
+        """When the frame of ``ts`` was captured, in stream time (after :meth:`_advance`). A read's
+        answer comes after newer frames' skips moved the clock on: how far apart two reads were
+        taken is what ``min_span_s`` bounds, not how far apart their answers came."""
+        newest = ts if self._last_ts is None else self._last_ts
+        return self._clock - max(0.0, newest - ts)
 
     def _match(self, reads: list[_Read]) -> dict[int, _Read]:
         """Track (by ``id``) -> the read that continues it; one read per track at most."""

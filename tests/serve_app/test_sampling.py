@@ -559,3 +559,19 @@ async def test_a_read_function_that_raises_answers_the_frame_internal_and_the_st
     s.send(2, b"A")  # nothing was read: the same content is read now
     await s.settle(2)
     assert s.answer(2)["status"] == "ok"
+
+
+async def test_after_a_read_that_lost_lines_the_next_change_is_read_whole() -> None:
+    """A read that found fewer lines than the one before (a hand, a blur) may have missed a line:
+    reading line by line from it would keep it missed."""
+    s = Stream()
+    s.send(1, b"SN 1|LOT 7|EXP 9")
+    await s.settle(1)
+    s.send(2, b"SN 1|LOT 7")  # a line not read this time
+    await s.settle(2)
+    s.send(3, b"SN 1|LOT 8")  # changed inside the known lines
+    await s.settle(3)
+    assert s.model.boxes == [None, None, None] and texts(s.answer(3)) == ["SN 1", "LOT 8"]
+    s.send(4, b"SN 1|LOT 9")  # the read before found as many lines: line by line again
+    await s.settle(4)
+    assert s.model.boxes[-1] == [box(1)]

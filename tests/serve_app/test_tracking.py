@@ -81,6 +81,21 @@ def test_two_reads_within_min_span_do_not_confirm() -> None:
     assert s.read(line("7731"))[0].event == "appeared"
 
 
+def test_the_span_of_agreeing_reads_is_when_their_frames_were_taken_not_answered() -> None:
+    """Skips are answered at once, reads later: by the time a read's answer comes, newer frames
+    moved stream time on. Two reads of a 4-frame disturbance, taken 2 frames apart, do not confirm
+    however far apart their answers come; a third, taken 8 frames after the first, does."""
+    tracker = TextTracker(EventsConfig())  # min_span_s 0.15: 4.5 frames at 30 fps
+
+    def read(frame: int, skipped_to: int) -> list[TextEvent]:
+        for later in range(frame + 1, skipped_to + 1):
+            tracker.skipped(later, later / 30)
+        return tracker.read(frame, frame / 30, [line("LOT 4821")], forced=frame > 100)
+
+    assert read(100, 104) == [] and read(102, 110) == []
+    assert [e.event for e in read(108, 115)] == ["appeared"]
+
+
 def test_a_confirmed_change_reports_the_previous_text() -> None:
     s = Stream()
     s.read(line("SN-48213"))
