@@ -180,7 +180,7 @@ class _Scored:
 
     score: float
     spot: tuple[int, int]  # grey px of the frame
-    ends: float  # the score of the blocks at the region's left and right ends only
+    ends: float  # mean excess of the outermost ``padding`` columns at either end (outside the box)
     matrix: np.ndarray  # reference grey px -> frame grey px
 
 
