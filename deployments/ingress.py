@@ -35,7 +35,7 @@ from serve_app.config import IngressConfig, SamplerConfig
 from serve_app.dedup import ChangeDetector
 from serve_app.gc_freeze import GcFreezer
 from serve_app.images import probe
-from serve_app.jobs import Job, ReaderInfo, ReadReply
+from serve_app.jobs import Boxes, Job, ReaderInfo, ReadReply
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import (
     PROTOCOL_VERSION,
@@ -52,7 +52,7 @@ from serve_app.protocol import (
     validate_stream_id,
 )
 from serve_app.reads import ReadBatcher
-from serve_app.sampling import Boxes, StreamSampler, read_answer
+from serve_app.sampling import StreamSampler, read_answer
 from serve_app.security import Authenticator, AuthError, ConnectionLimiter, ConnectionQuota, QuotaDecision
 from serve_app.session import ByteBudget, LoadShedder, StreamSession
 from serve_app.tracking import TextTracker

@@ -24,7 +24,7 @@ from serve_app.autoscaling import DEMAND, DemandBook
 from serve_app.batching import Batcher
 from serve_app.config import OCRConfig
 from serve_app.images import decode_bgr
-from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
+from serve_app.jobs import Boxes, ReaderInfo, ReadReply, ReadRequest
 from serve_app.metrics import ModelMetrics
 from serve_app.protocol import ErrorCode, Line, ProtocolError, Roi
 from serve_app.reader import TextReader, choose_device
@@ -33,7 +33,7 @@ from serve_app.reads import replies_of
 logger = logging.getLogger("ray.serve")
 
 # A frame to read: its bytes, its roi, the boxes of the only lines to read, when it arrived.
-_Item = tuple[bytes, Roi | None, list[list[list[int]]] | None, float]
+_Item = tuple[bytes, Roi | None, Boxes | None, float]
 
 DEFAULT_DEPLOYMENT_OPTIONS: dict[str, Any] = {
     "name": "OCRModel",

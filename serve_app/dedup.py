@@ -32,6 +32,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import cv2
@@ -145,7 +146,9 @@ class ChangeDetector:
             best = _residual(ref, cur, fits[i], c)
             if best.score > c.threshold:  # mis-tracked? try how the nearest other regions moved
                 for j in _neighbours(i, rects, c.candidates):
-                    best = min(best, _residual(ref, cur, _Fit(rect, fits[j].matrix), c), key=_by_score)
+                    best = min(
+                        best, _residual(ref, cur, _Fit(rect, fits[j].matrix), c), key=attrgetter("score")
+                    )
             scored.append(best)
             score, spot = best.score, best.spot
             if score > text_score:
@@ -182,10 +185,6 @@ class _Scored:
     spot: tuple[int, int]  # grey px of the frame
     ends: float  # mean excess of the outermost ``padding`` columns at either end (outside the box)
     matrix: np.ndarray  # reference grey px -> frame grey px
-
-
-def _by_score(scored: _Scored) -> float:
-    return scored.score
 
 
 def _line_change(

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from serve_app.protocol import Line, Roi
 
+Boxes = list[list[list[int]]]  # text boxes, 4 points each, px of the whole upright frame
+
 
 @dataclass(slots=True)
 class Job:
@@ -29,7 +31,7 @@ class ReadRequest:
     roi: Roi | None = None  # read only this region (``box`` stays in whole-frame pixels)
     # Read only the lines in these boxes (4 points each, whole-frame px): recognition, no detection;
     # the reply has one line per box, in order, its text empty where nothing reads.
-    boxes: list[list[list[int]]] | None = None
+    boxes: Boxes | None = None
 
 
 @dataclass(slots=True)

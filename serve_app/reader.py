@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.config import OCRConfig
+from serve_app.jobs import Boxes
 from serve_app.models import bundled_model_dirs, dir_hash
 from serve_app.protocol import Line
 
@@ -113,7 +114,7 @@ class TextReader:
         """Read BGR uint8 images; lines in reading order, boxes in image pixels."""
         return [_lines(result) for result in self._pipeline.predict(images)]
 
-    def read_lines(self, items: list[tuple[np.ndarray, list[list[list[int]]]]]) -> list[list[Line]]:
+    def read_lines(self, items: list[tuple[np.ndarray, Boxes]]) -> list[list[Line]]:
         """Recognise the lines in the given boxes of each image (no detection): one line per box,
         in order, its box as given, its text empty where nothing scores ``rec_score_thresh``."""
         crops = [

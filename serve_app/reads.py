@@ -19,7 +19,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from serve_app.jobs import ReadReply, ReadRequest
+from serve_app.jobs import Boxes, ReadReply, ReadRequest
 from serve_app.protocol import ErrorCode, Roi
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class ReadBatcher:
         image: bytes,
         received: float,
         roi: Roi | None = None,
-        boxes: list[list[list[int]]] | None = None,
+        boxes: Boxes | None = None,
     ) -> ReadReply:
         request = ReadRequest(next(self._ids), stream_id, image, received, roi, boxes)
         reply: asyncio.Future[ReadReply] = asyncio.get_running_loop().create_future()

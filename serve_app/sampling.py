@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from serve_app.config import SamplerConfig
-from serve_app.jobs import Job, ReadReply
+from serve_app.jobs import Boxes, Job, ReadReply
 from serve_app.protocol import (
     ErrorAnswer,
     ErrorCode,
@@ -58,7 +58,6 @@ from serve_app.protocol import (
 )
 from serve_app.security import TokenBucket
 
-Boxes = list[list[list[int]]]  # text boxes, 4 points each, px of the whole upright frame
 # Read a frame (only its roi), or only the lines in the given boxes (one line back per box).
 ReadFn = Callable[[Job, Roi | None, Boxes | None], Awaitable[ReadReply]]
 AnswerFn = Callable[[Job, ResultAnswer | ErrorAnswer], None]
@@ -342,7 +341,7 @@ class StreamSampler:
             return False, None
         lines = ref.lines  # None while it is being read: the whole frame is compared
         boxes = [line.box for line in lines] if lines else None
-        full = self.config.line_reads and bool(lines) and len(lines or ()) >= ref.lines_before
+        full = bool(self.config.line_reads and lines and len(lines) >= ref.lines_before)
         verdict = self._detector.compare(ref.fingerprint, fingerprint, boxes, full=full)
         change = verdict.lines if full else None
         if verdict.same or change is None:
@@ -449,12 +448,12 @@ class StreamSampler:
         boxes = None if lines is None else [lines.boxes[i] for i in lines.changed]
         try:
             reply = await self._read(job, self.roi, boxes)
+            if lines is not None and reply.lines is not None:
+                reply.lines = lines.merged(reply.lines)
         except Exception:  # the read path answers errors as replies; a bug must not lose the frame
             logger.exception("frame %s: the read failed", job.frame_id)
             reply = ReadReply(error_code=ErrorCode.INTERNAL, error_message="the frame could not be read")
         self._reading = False
-        if lines is not None and reply.lines is not None:
-            reply.lines = lines.merged(reply.lines)
         answer = read_answer(job, reply, started)
         followers, ref.followers = ref.followers, []
         if reply.lines is not None:

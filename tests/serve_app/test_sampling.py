@@ -575,3 +575,14 @@ async def test_after_a_read_that_lost_lines_the_next_change_is_read_whole() -> N
     s.send(4, b"SN 1|LOT 9")  # the read before found as many lines: line by line again
     await s.settle(4)
     assert s.model.boxes[-1] == [box(1)]
+
+
+async def test_a_line_read_answered_with_the_wrong_number_of_lines_is_an_error_not_a_lost_frame() -> None:
+    s = Stream()
+    s.send(1, b"SN 1|LOT 7")
+    await s.settle(1)
+    s.model.reply = ReadReply(lines=[Line(text=t, score=1.0, box=box(1)) for t in ("LOT 8", "?")], ocr_ms=5.0)
+    s.send(2, b"SN 1|LOT 8")  # one line asked for, two came back
+    await s.settle(2)
+    assert s.model.boxes[-1] == [box(1)]
+    assert s.answer(2)["type"] == "error" and s.answer(2)["code"] == "internal"
