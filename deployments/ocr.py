@@ -56,9 +56,9 @@ class OCRModel:
         self._reader = TextReader(config, device)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddleocr")
         self._demand = DemandBook()
-        self._free_at = 0.0  # when the model thread finished its last batch (time.time())
         self._metrics = ModelMetrics()
         self._reader.read([warmup_image()])
+        self._free_at = time.time()  # when the model thread finished its last batch
         self._batches = Batcher(
             self._read_batch, max_size=config.max_batch_size, wait_s=config.batch_wait_timeout_s
         )
@@ -107,7 +107,9 @@ class OCRModel:
         start = time.time()
         replies = [
             ReadReply(
-                queue_ms=(start - queued) * 1000.0, backlog_ms=max(0.0, self._free_at - queued) * 1000.0
+                queue_ms=(start - queued) * 1000.0,
+                backlog_ms=max(0.0, self._free_at - queued) * 1000.0,
+                idle_ms=max(0.0, queued - self._free_at) * 1000.0,
             )
             for *_, queued in items
         ]

@@ -41,7 +41,7 @@ class FrameSampler:
     def __init__(self, config: SamplerConfig, *, ocr: DeploymentHandle, model_batch: int) -> None:
         self._ocr = ocr
         self._model = ReadBatcher(self._call_model, max_per_call=model_batch)
-        self._admission = Admission(config, read=self._read)
+        self._admission = Admission(config, read=self._read, model_batch=model_batch)
         self._id = serve.get_replica_context().replica_id.unique_id
         self._metrics = SamplerMetrics()
         self._ticker: asyncio.Task[None] | None = None

@@ -31,9 +31,12 @@ class _Waiter:
 
 
 class Admission:
-    def __init__(self, config: SamplerConfig, *, read: ModelFn) -> None:
+    """``model_batch``: frames the model reads in one batch (``ocr.max_batch_size``)."""
+
+    def __init__(self, config: SamplerConfig, *, read: ModelFn, model_batch: int) -> None:
         self.config = config
         self._read = read
+        self._model_batch = model_batch
         self._waiting: list[_Waiter] = []
         self._served: dict[str, float] = {}  # stream -> when its last read started (monotonic)
         self._in_flight = 0
@@ -108,31 +111,44 @@ class Admission:
     def _adapt(self, reply: ReadReply, started: int) -> None:
         """AIMD on the window: back off as soon as reads queue at the model.
 
-        A read that waited behind earlier batches (``backlog_ms``; the wait for
-        its own batch to fill does not count, or a batching model would never
-        get more than one read) for more than one and a half batch times means
-        the model replicas hold a backlog: shrink by a quarter, once per window:
-        the reads started before the last shrink (``started``, their number) met
-        the backlog it answered, and a batch of 16 such replies must shrink it
-        once, not 16 times (0.75^16). Waiting for the one batch running is how
-        the next batch fills while a model runs one batch at a time (with half a
-        batch as the limit, reads that came while a batch ran always shrank the
-        window, and a model of 16 frames in 25 ms got one read at a time: 33
-        reads/s). A read that waited at most about one batch while the window
-        was full and reads were waiting means there may be room: grow by
-        1/window (one slot per window of completed reads).
-        The window follows the model's capacity as replicas come and go, with
-        no replica count needed.
+        A batching model: a read that waited behind earlier batches
+        (``backlog_ms``; the wait for its own batch to fill does not count, or a
+        batching model would never get more than one read) for more than one
+        and a half batch times means the model replicas hold a backlog: shrink.
+        Waiting for the one batch running is how the next batch fills while a
+        model runs one batch at a time (with half a batch as the limit, reads
+        that came while a batch ran always shrank the window, and a model of 16
+        frames in 25 ms got one read at a time: 33 reads/s). A read that waited
+        at most about one batch while the window was full and reads were
+        waiting means there may be room: grow.
+
+        A model that reads one frame at a time (the CPU) has no next batch to
+        fill: a read queued behind the running one only waits, as long again
+        (a window of 2-3 on one CPU replica made the burst's reads ~400 ms
+        slower). So: shrink once reads wait half a read, and grow only when a
+        replica had been idle half a read when the frame came (``idle_ms``:
+        there are more replicas than slots); one replica keeps one read.
+
+        A shrink is by a quarter, once per window: the reads started before the
+        last shrink (``started``, their number) met the backlog it answered, and
+        a batch of 16 such replies must shrink it once, not 16 times (0.75^16).
+        A grow is by 1/window (one slot per window of completed reads). The
+        window follows the model's capacity as replicas come and go, with no
+        replica count needed.
         """
         low, high = self.config.min_reads_in_flight, self.config.max_reads_in_flight
         if reply.lines is None:
             return  # a failed read says nothing about capacity
         batch_ms = max(reply.ocr_ms, 1.0)  # a model that answers at once still counts as 1 ms
-        if reply.backlog_ms > 1.5 * batch_ms:
+        if self._model_batch == 1:
+            crowded, room = reply.backlog_ms > 0.5 * batch_ms, reply.idle_ms > 0.5 * batch_ms
+        else:
+            crowded, room = reply.backlog_ms > 1.5 * batch_ms, reply.backlog_ms <= batch_ms
+        if crowded:
             if started > self._shrunk_at:
                 self._window = max(low, self._window * 0.75)
                 self._shrunk_at = self.reads
-        elif reply.backlog_ms <= batch_ms and self._in_flight + 1 >= int(self._window) and self._waiting:
+        elif room and self._in_flight + 1 >= int(self._window) and self._waiting:
             self._window = min(high, self._window + 1.0 / self._window)
 
     async def _read_in_time(self, request: ReadRequest) -> ReadReply:

@@ -47,6 +47,8 @@ class ReadReply:
     # Of that, the time spent behind earlier batches (not waiting for its own batch to fill):
     # the model's backlog, which admission adapts its window on.
     backlog_ms: float = 0.0
+    # How long the model replica's thread had been idle when the frame came: room for more reads.
+    idle_ms: float = 0.0
 
 
 @dataclass(slots=True)

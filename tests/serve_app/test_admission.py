@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter
 from typing import Any
@@ -34,10 +35,10 @@ class StandInModel:
         return ReadReply(lines=[line], ocr_ms=self.delay * 1000)
 
 
-def make(delay: float = 0.0, **overrides: Any) -> tuple[Admission, StandInModel]:
+def make(delay: float = 0.0, model_batch: int = 1, **overrides: Any) -> tuple[Admission, StandInModel]:
     model = StandInModel(delay)
     config = SamplerConfig(**{"min_reads_in_flight": 1, "max_reads_in_flight": 1, **overrides})
-    return Admission(config, read=model), model
+    return Admission(config, read=model, model_batch=model_batch), model
 
 
 _ids = iter(range(1, 10**9))
@@ -129,7 +130,7 @@ async def test_the_window_shrinks_when_reads_queue_at_the_model() -> None:
 
 async def test_a_batch_that_met_a_backlog_shrinks_the_window_once() -> None:
     """16 replies of one batch that waited are one signal: a quarter off, not 0.75^16."""
-    admission, _ = make(min_reads_in_flight=1, max_reads_in_flight=32)
+    admission, _ = make(model_batch=16, min_reads_in_flight=1, max_reads_in_flight=32)
     admission._window, admission.reads = 32.0, 32
     waited = ReadReply(lines=[], ocr_ms=25.0, queue_ms=60.0, backlog_ms=50.0)  # behind two batches
     for started in range(17, 33):
@@ -179,7 +180,9 @@ class BatchingModel:
 async def test_a_batching_model_gets_its_batches_filled() -> None:
     """The wait for a batch to fill is not a backlog: the window grows until batches are full."""
     model = BatchingModel()
-    admission = Admission(SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=64), read=model)
+    admission = Admission(
+        SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=64), read=model, model_batch=16
+    )
 
     async def stream(name: str) -> None:
         while True:
@@ -199,6 +202,83 @@ async def test_a_batching_model_gets_its_batches_filled() -> None:
     await asyncio.gather(*streams, return_exceptions=True)
     assert admission.stats["window"] >= 12
     assert max(model.batches[-5:]) >= 12, model.batches
+
+
+class OneAtATimeReplicas:
+    """CPU-shaped stand-in: ``n`` model replicas, each reading one frame at a time in READ_S; a call
+    goes to a replica with the fewest reads (as Serve's router does); replies say how long the
+    frame waited behind other reads and how long its replica had been idle, as the OCR replica's do."""
+
+    READ_S = 0.03
+
+    def __init__(self, n: int) -> None:
+        self.locks = [asyncio.Lock() for _ in range(n)]
+        self.ongoing = [0] * n
+        self.free_at = [time.time()] * n
+        self.reads = [0] * n
+        self.backlogs: list[float] = []
+        self.rng = random.Random(0)
+
+    async def __call__(self, request: ReadRequest) -> ReadReply:
+        fewest = min(self.ongoing)
+        i = self.rng.choice([i for i, n in enumerate(self.ongoing) if n == fewest])
+        self.ongoing[i] += 1
+        queued = time.time()
+        try:
+            async with self.locks[i]:
+                start, free_at = time.time(), self.free_at[i]
+                await asyncio.sleep(self.READ_S)
+                self.free_at[i] = time.time()
+        finally:
+            self.ongoing[i] -= 1
+        self.reads[i] += 1
+        backlog = max(0.0, free_at - queued) * 1000
+        self.backlogs.append(backlog)
+        return ReadReply(
+            lines=[],
+            ocr_ms=(self.free_at[i] - start) * 1000,
+            queue_ms=(start - queued) * 1000,
+            backlog_ms=backlog,
+            idle_ms=max(0.0, queued - free_at) * 1000,
+        )
+
+
+async def _saturate(admission: Admission, seconds: float) -> None:
+    """Eight streams, each with a read waiting all the time, for ``seconds``."""
+
+    async def stream(name: str) -> None:
+        while True:
+            await admission.read(request(name, b"A"))
+
+    streams = [asyncio.create_task(stream(f"s{i}")) for i in range(8)]
+    await asyncio.sleep(seconds)
+    for task in streams:
+        task.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+
+
+async def test_a_model_that_reads_one_frame_at_a_time_gets_one_read_per_replica() -> None:
+    """On the CPU a read queued behind the running one only waits: one replica keeps one read in
+    flight under any demand (its reads do not queue), two replicas get two."""
+    one = OneAtATimeReplicas(1)
+    admission = Admission(
+        SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=16, admission_timeout_s=5.0),
+        read=one,
+        model_batch=1,
+    )
+    await _saturate(admission, 1.0)
+    assert admission.stats["window"] < 2, admission.stats
+    assert sum(b > 0.5 * 1000 * one.READ_S for b in one.backlogs) <= 2, one.backlogs
+
+    two = OneAtATimeReplicas(2)
+    admission = Admission(
+        SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=16, admission_timeout_s=5.0),
+        read=two,
+        model_batch=1,
+    )
+    await _saturate(admission, 1.0)
+    assert 2 <= admission.stats["window"] < 3, admission.stats
+    assert min(two.reads) >= 0.3 * sum(two.reads), two.reads
 
 
 async def test_demand_counts_reads_in_flight_and_waiting() -> None:

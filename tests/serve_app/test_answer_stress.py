@@ -124,7 +124,7 @@ class Sampler:
 
     def __init__(self, config: SamplerConfig, model: Model, rng: random.Random, fail: float) -> None:
         self._model = ReadBatcher(model.read, max_per_call=2)
-        self._admission = Admission(config, read=self._read)
+        self._admission = Admission(config, read=self._read, model_batch=2)
         self._rng = rng
         self._fail = fail
 
