@@ -3,11 +3,13 @@
 Every frame of the stream passes through a :class:`StreamSampler`, which answers
 it exactly once:
 
-- **dedup** first: the frame is compared with the frame last read (or being
-  read); the same content is answered ``duplicate`` with that read's lines (a
-  frame like one still being read waits for its lines, unless that read is a
-  refresh: then the lines read before answer it at once), so a change is
-  noticed on the frame that shows it, whatever the rate;
+- **dedup** first: the frame is compared with the frame last read, with the
+  boxes of that read's lines; the same content is answered ``duplicate`` with
+  those lines, so a change is noticed on the frame that shows it, whatever
+  the rate. While a change is being read there is nothing to compare with
+  yet: the newest frame waits for that read's lines and is compared then (the
+  ones before it are ``superseded`` undecoded). A refresh read leaves the
+  lines read before standing, so frames are compared with them meanwhile;
 - a changed frame is **read** at once if the stream has no read in flight and
   a read token: the rate is a token bucket (``fps`` per second, ``burst``
   deep), so a change after a still spell is read at once and only steady
@@ -40,7 +42,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from serve_app.config import SamplerConfig
@@ -97,7 +99,6 @@ class _Reference:
     fingerprint: Any
     lines: list[Line] | None = None  # None while it is being read
     read_at: float = 0.0  # time.monotonic() when its read completed
-    followers: list[Job] = field(default_factory=list)  # the same content, answered with its lines
     # Lines of the read before it: a read that found fewer (a hand, a blur?) is not read line by line
     # from, since a line it missed would stay missed.
     lines_before: int = 0
@@ -116,9 +117,6 @@ class _Candidate:
     settled: bool = True
     forced: bool = False  # the same content, read again because the text tracker asks to confirm
     refresh: bool = False  # the same content, read again because ``refresh_s`` has passed
-    # Compared with a reference still being read (whole frame, no boxes): judged again with the
-    # boxes once that read lands, before it is read itself.
-    unboxed: _Reference | None = None
     lines: _LineRead | None = None  # changed only inside the reference's lines: read those
 
 
@@ -230,9 +228,7 @@ class StreamSampler:
             reason = SkipReason.RATE if self._compare_wait else SkipReason.SUPERSEDED
             self._skip(self._next, reason, job.frame_id)
         self._next = job
-        if not self._comparing:
-            self._comparing = True  # now, not when the task starts: one compare loop per stream
-            self._spawn(self._compare_loop())
+        self._compare_next()
 
     def close(self) -> None:
         """The stream ends: stop deciding (its session answers what is still open)."""
@@ -242,10 +238,27 @@ class StreamSampler:
         for task in self._tasks:
             task.cancel()
 
+    def _changing(self) -> bool:
+        """A change is being read: its lines, what the next frame is compared with, are not known yet."""
+        return self._reading and self._ref is not None and self._ref.lines is None
+
+    def _compare_next(self) -> None:
+        """Compare the waiting frame, unless a change is being read: then it waits for its lines."""
+        if self._next is not None and not self._comparing and not self._changing():
+            self._comparing = True  # now, not when the task starts: one compare loop per stream
+            self._spawn(self._compare_loop())
+
+    def _hold(self, job: Job) -> None:
+        """``job`` waits for the change being read, unless a newer frame already does."""
+        if self._next is None:
+            self._next = job
+        else:
+            self._skip(job, SkipReason.SUPERSEDED, self._next.frame_id)
+
     async def _compare_loop(self) -> None:
         """Compare the newest frame, at most ``compare_fps`` a second (newer frames replace it meanwhile)."""
         try:
-            while self._next is not None:
+            while self._next is not None and not self._changing():
                 wait_s = (1.0 - self._compare_bucket.tokens()) / self._compare_bucket.rate
                 if wait_s > 0.0:
                     self._compare_wait = True
@@ -268,7 +281,8 @@ class StreamSampler:
         sent again, are the same undecoded). Settled: the same as the reference or as the frame
         compared before it.
 
-        None, after an error answer, when the frame cannot be decoded. A read that starts or ends
+        None, after an error answer, when the frame cannot be decoded, or when a change began to be
+        read meanwhile: then the frame waits for its lines (:meth:`_hold`). A refresh that lands
         meanwhile changes the reference: the frame is compared again with the one that stands.
         """
         ref, previous = self._ref, self._previous
@@ -285,6 +299,9 @@ class StreamSampler:
             self._previous = fingerprint
             # Not compared (None): read as a refresh, if it still is one now that the verdict is made.
             while self._ref is not ref or (same is None and not self._refresh_due(ref)):
+                if self._changing():
+                    self._hold(job)
+                    return None
                 ref = self._ref
                 same, lines = (
                     (True, None)
@@ -299,10 +316,7 @@ class StreamSampler:
             self._fail(job, ErrorCode.INTERNAL, "the frame could not be compared; the stream goes on")
             return None
         same = True if same is None else same
-        unboxed = ref if ref is not None and ref.lines is None else None
-        candidate = _Candidate(
-            job, fingerprint, digest, compared=True, settled=settled or same, unboxed=unboxed, lines=lines
-        )
+        candidate = _Candidate(job, fingerprint, digest, compared=True, settled=settled or same, lines=lines)
         return candidate, same
 
     def _refresh_due(self, ref: _Reference | None) -> bool:
@@ -339,7 +353,7 @@ class StreamSampler:
         """Is ``fingerprint`` the same as ``ref``; if not, the lines to read when only they changed."""
         if ref is None or ref.fingerprint is None or fingerprint is None:
             return False, None
-        lines = ref.lines  # None while it is being read: the whole frame is compared
+        lines = ref.lines
         boxes = [line.box for line in lines] if lines else None
         full = bool(self.config.line_reads and lines and len(lines) >= ref.lines_before)
         verdict = self._detector.compare(ref.fingerprint, fingerprint, boxes, full=full)
@@ -349,13 +363,9 @@ class StreamSampler:
         return False, _LineRead(ref, change.boxes, change.changed)
 
     def _decide(self, candidate: _Candidate, same: bool) -> None:
-        """A compared frame: a duplicate (now, or once the read in flight has its lines), or a read."""
+        """A compared frame (the reference has its lines): a duplicate, or a read."""
         job, ref = candidate.job, self._ref
         if ref is not None and same:
-            if ref.lines is None:
-                job.image = b""  # answered with the lines of the read in flight
-                ref.followers.append(job)
-                return
             # A read in flight while the reference has its lines is a refresh of this content.
             if self._reading or time.monotonic() - ref.read_at < self.config.refresh_s:
                 if self.tracker is None or not self.tracker.wants_read:
@@ -411,26 +421,6 @@ class StreamSampler:
             self._ref = ref
         self._spawn(self._read_one(candidate.job, ref, candidate.forced, stands, lines))
 
-    async def _judge_again(self, candidate: _Candidate, ref: _Reference) -> None:
-        """A waiting frame judged changed against a read in flight, compared again now its boxes are known."""
-        loop = asyncio.get_running_loop()
-        try:
-            same, candidate.lines = await loop.run_in_executor(
-                self._executor, self._compare, ref, candidate.fingerprint
-            )
-        except Exception:  # judged changed already: read it whole
-            logger.exception("frame %s could not be compared again", candidate.job.frame_id)
-            same, candidate.lines = False, None
-        newer = self._candidate.job.frame_id if self._candidate is not None else None
-        if newer is None and self._ref is not ref and self._ref is not None:
-            newer = self._ref.frame_id  # a newer frame is being read: never read an older one after it
-        if newer is not None:
-            self._skip(candidate.job, SkipReason.SUPERSEDED, newer)
-            self._start()
-            return
-        candidate.unboxed = None
-        self._decide(candidate, same and self._ref is ref)
-
     def _token_ready(self) -> None:
         self._token_timer = None
         self._start()
@@ -455,7 +445,6 @@ class StreamSampler:
             reply = ReadReply(error_code=ErrorCode.INTERNAL, error_message="the frame could not be read")
         self._reading = False
         answer = read_answer(job, reply, started)
-        followers, ref.followers = ref.followers, []
         if reply.lines is not None:
             ref.lines, ref.read_at = reply.lines, time.monotonic()
             if stands is not None and self._ref is stands:
@@ -464,27 +453,12 @@ class StreamSampler:
             self._answer(job, answer)
             if self.tracker is not None:
                 self._events(self.tracker.read(job.frame_id, job.ts, reply.lines, forced=forced))
-            for follower in followers:
-                self._duplicate(follower, ref)
-            candidate = self._candidate
-            if candidate is not None and candidate.unboxed is ref and not candidate.forced and ref.lines:
-                self._candidate = None  # judged without boxes while this read was in flight: judge again
-                self._spawn(self._judge_again(candidate, ref))
-                return
         else:
             if self._ref is ref:
                 self._ref = None  # nothing to compare with: the next frame is read
             self._deliver(job, answer)
-            for follower in followers:
-                if reply.overloaded:
-                    self._skip(follower, SkipReason.OVERLOADED, None)
-                else:
-                    self._fail(
-                        follower,
-                        ErrorCode.INTERNAL,
-                        f"frame {ref.frame_id}, which this one repeats, was not read",
-                    )
         self._start()
+        self._compare_next()  # the frame that waited for this read's lines
 
     # --- answers --------------------------------------------------------------
 

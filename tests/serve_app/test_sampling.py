@@ -34,6 +34,7 @@ class StandInDetector:
         self.decoded: list[bytes] = []
         self.rois: list[Roi | None] = []
         self.compared = 0
+        self.unboxed = 0  # compares with a reference whose lines were not known
 
     def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> bytes:
         self.decoded.append(data)
@@ -44,6 +45,7 @@ class StandInDetector:
 
     def compare(self, a: bytes, b: bytes, boxes: Any = None, *, full: bool = False) -> Same:
         self.compared += 1
+        self.unboxed += not boxes
         old, new = a.split(b"|"), b.split(b"|")
         if a == b or not full or not boxes or not len(boxes) == len(old) == len(new) > 1:
             return Same(a == b)
@@ -221,21 +223,23 @@ async def test_a_frame_like_the_one_being_read_waits_for_its_lines() -> None:
 async def test_a_failed_read_is_an_error_and_the_same_content_is_read_again() -> None:
     s = Stream()
     s.model.reply = ReadReply(error_code=ErrorCode.INTERNAL, error_message="the model failed")
-    await s.send_held([(1, b"A"), (2, b"A")])  # 2: a follower of the failing read
+    await s.send_held([(1, b"A"), (2, b"A")])  # 2 waits for 1's lines: there are none, so it is read
     await s.settle(2)
     assert s.answer(1)["code"] == "internal" and s.answer(2)["code"] == "internal"
+    assert s.model.reads == [b"A", b"A"]
     s.model.reply = None
     s.send(3, b"A")
     await s.settle(3)
     assert s.answer(3)["status"] == "ok", "nothing to compare with: read, not called a duplicate"
 
 
-async def test_no_read_slot_in_time_is_overloaded_for_the_frame_and_its_followers() -> None:
+async def test_no_read_slot_in_time_is_overloaded_and_the_frame_after_it_is_read() -> None:
     s = Stream()
     s.model.reply = ReadReply(overloaded=True)
     await s.send_held([(1, b"A"), (2, b"A")])
     await s.settle(2)
     assert [s.answer(i)["reason"] for i in (1, 2)] == ["overloaded", "overloaded"]
+    assert s.model.reads == [b"A", b"A"], "frame 2 waited for 1's lines; there were none: read"
 
 
 async def test_bad_image_is_an_error_and_the_stream_goes_on() -> None:
@@ -411,39 +415,56 @@ class MovingObjectDetector(StandInDetector):
         return Same(a == b)
 
 
-async def test_a_frame_judged_against_a_read_in_flight_is_judged_again_with_its_boxes() -> None:
-    """While a read is in flight its boxes are unknown: a moved label looks changed until they are."""
+async def test_frames_that_come_while_a_change_is_read_wait_for_its_lines_undecoded() -> None:
+    """While a change is read there is nothing to compare with: the frames that come are not
+    decoded; the newest waits for the read's lines and is compared with its boxes (a moved label
+    is the same), the ones before it are superseded at once."""
     s = Stream()
     s.detector = s.sampler._detector = MovingObjectDetector()
     s.model.gate.clear()
     s.send(1, b"LOT 1")
     await asyncio.sleep(0.02)
-    s.send(2, b"LOT 1~1")  # compared while frame 1 is read: the whole frame differs
-    await asyncio.sleep(0.02)
+    for i in (2, 3, 4):
+        s.send(i, f"LOT 1~{i}".encode())
+        await asyncio.sleep(0.02)
+    assert [s.answer(i)["reason"] for i in (2, 3)] == ["superseded", "superseded"]
+    assert [s.answer(i)["ref_frame_id"] for i in (2, 3)] == [3, 4]
+    assert 4 not in s.answers and s.detector.decoded == [b"LOT 1"]
     s.model.gate.set()
-    await s.settle(2)
-    assert s.answer(2)["reason"] == "duplicate" and s.answer(2)["ref_frame_id"] == 1
-    assert s.model.reads == [b"LOT 1"]
-    s.send(3, b"LOT 2~1")  # a real change is still read
-    await s.settle(3)
-    assert s.answer(3)["status"] == "ok" and s.model.reads == [b"LOT 1", b"LOT 2~1"]
+    await s.settle(4)
+    assert s.answer(4)["reason"] == "duplicate" and s.answer(4)["ref_frame_id"] == 1
+    assert s.answer(4)["lines"] == s.answer(1)["lines"]
+    assert s.model.reads == [b"LOT 1"] and s.detector.decoded == [b"LOT 1", b"LOT 1~4"]
+    s.send(5, b"LOT 2~1")  # a real change is still read
+    await s.settle(5)
+    assert s.answer(5)["status"] == "ok" and s.model.reads == [b"LOT 1", b"LOT 2~1"]
+    assert s.detector.unboxed == 0, "every compare had the reference's boxes"
 
 
-async def test_a_frame_judged_again_after_a_newer_frame_started_its_read_is_superseded() -> None:
-    """Reads follow frame order: a frame judged again too late never gets read after a newer one."""
-    s = Stream()
-    s.detector = s.sampler._detector = MovingObjectDetector(slow=b"LOT 1~1")
-    s.model.gate.clear()
+async def test_a_frame_compared_while_a_change_begins_to_be_read_waits_for_its_lines() -> None:
+    """A change read can start while another frame is compared (a change waited for a refresh to
+    land): that frame is then compared again, with the new read's boxes, once they are known."""
+    s = Stream(refresh_s=0.3)  # longer than the slow compare
+    s.detector = s.sampler._detector = MovingObjectDetector(slow=b"LOT 3~1")
     s.send(1, b"LOT 1")
+    await s.settle(1)
+    await asyncio.sleep(0.35)
+    s.model.gate.clear()
+    s.send(2, b"LOT 1")  # a refresh read: frame 1's lines stand meanwhile
     await asyncio.sleep(0.02)
-    s.send(2, b"LOT 1~1")  # changed against the read in flight; judged again, slowly, once it lands
+    s.send(3, b"LOT 3")  # changed against them: waits for the refresh in flight
     await asyncio.sleep(0.02)
-    s.model.gate.set()
+    s.send(4, b"LOT 3~1")  # compared slowly (0.2 s)
     await asyncio.sleep(0.05)
-    s.send(3, b"LOT 3")  # a real change, read while frame 2 is still being judged again
-    await s.settle(3)
-    assert s.model.reads == [b"LOT 1", b"LOT 3"]
-    assert s.answer(2)["reason"] == "superseded" and s.answer(2)["ref_frame_id"] == 3
+    s.model.gate.set()  # the refresh lands; frame 3's read starts and is held, frame 4 is compared
+    s.model.gate.clear()
+    await asyncio.sleep(0.3)
+    assert s.model.reads == [b"LOT 1", b"LOT 1", b"LOT 3"] and 4 not in s.answers
+    s.model.gate.set()
+    await s.settle(4)
+    assert [s.answer(i)["status"] for i in (2, 3)] == ["ok", "ok"]
+    assert s.answer(4)["reason"] == "duplicate" and s.answer(4)["ref_frame_id"] == 3
+    assert s.detector.unboxed == 0, "frame 4 was compared again with frame 3's boxes"
 
 
 async def test_while_the_view_keeps_changing_its_first_frame_and_the_one_it_settles_on_are_read() -> None:
