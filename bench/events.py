@@ -9,8 +9,8 @@ into OCR lines with the misreads a real one makes; a simulated sampler decides
 for each frame what the ingress would learn (rate gate at ``default_fps``,
 dedup: a frame whose content is unchanged since the last read is ``same``,
 except a refresh read every ``refresh_s``; ``overloaded`` now and then); and
-when :attr:`TextTracker.wants_read` is set the next frame that passes the rate
-gate is read even if unchanged (a forced read). The variant
+when :meth:`TextTracker.wants_read` asks for it the next frame that passes the
+rate gate is read even if unchanged (a forced read). The variant
 ``forced_next_frame`` forces the very next frame instead (a sampler that lets
 forced reads past the rate gate).
 
@@ -425,7 +425,7 @@ def simulate(
     for f, lines in enumerate(frames):
         ts = f / FPS
         seen = content(lines, f, bait)
-        forced = tracker.wants_read and seen == ref and ts - ref_ts < refresh_s
+        forced = tracker.wants_read(ts) and seen == ref and ts - ref_ts < refresh_s
         if forced_next_frame and forced:
             gated = True
         elif next_read_ts is not None and ts < next_read_ts:

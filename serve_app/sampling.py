@@ -81,8 +81,7 @@ class Detector(Protocol):
 class Tracker(Protocol):
     """Text events of the stream (``serve_app.tracking.TextTracker``)."""
 
-    @property
-    def wants_read(self) -> bool: ...
+    def wants_read(self, ts: float) -> bool: ...
 
     def read(self, frame_id: int, ts: float, lines: list[Line], *, forced: bool) -> list[TextEvent]: ...
 
@@ -368,7 +367,7 @@ class StreamSampler:
         if ref is not None and same:
             # A read in flight while the reference has its lines is a refresh of this content.
             if self._reading or time.monotonic() - ref.read_at < self.config.refresh_s:
-                if self.tracker is None or not self.tracker.wants_read:
+                if self.tracker is None or not self.tracker.wants_read(job.ts):
                     self._duplicate(job, ref)
                     return
                 candidate.forced = True  # a candidate text waits for a second read

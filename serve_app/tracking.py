@@ -11,8 +11,8 @@ A line read is matched to a track by place, after the motion of the view
 (the median displacement of lines that kept their exact text), and by text
 similarity. A track's text changes only when ``confirm_reads`` consecutive
 reads of it agree on a new text spanning ``min_span_s`` of stream time; until
-then :attr:`~TextTracker.wants_read` asks for the next frame to be read even if
-it looks unchanged. docs/events.md explains the rules and their defaults.
+then :meth:`~TextTracker.wants_read` asks for the first frame that can confirm
+it to be read even if it looks unchanged. docs/events.md explains the rules and their defaults.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class TextTracker:
     def read(
         self, frame_id: int, ts: float, lines: Sequence[Line], *, forced: bool = False
     ) -> list[TextEvent]:
-        """The model read this frame (``forced``: because :attr:`wants_read` asked for it)."""
+        """The model read this frame (``forced``: because :meth:`wants_read` asked for it)."""
         now = self._advance(ts)
         captured = self._captured(ts)
         self._has_read = True
@@ -202,10 +202,17 @@ class TextTracker:
 
     # --- state --------------------------------------------------------------
 
-    @property
-    def wants_read(self) -> bool:
-        """Read the next frame even if it looks unchanged: nothing read yet, or a text awaits confirmation."""
-        return self._forced_left > 0 and (not self._has_read or any(t.pending for t in self._tracks))
+    def wants_read(self, ts: float) -> bool:
+        """Read the frame of ``ts`` even if it looks unchanged: nothing read yet; a confirmed line
+        just went missing from a read (one more tells); or a new text awaits agreement and the frame
+        was taken ``min_span_s`` or more after its first read. A read of an earlier frame could
+        agree but not confirm: it would cost a read, and the confirmation one read more."""
+        if self._forced_left <= 0:
+            return False
+        if not self._has_read:
+            return True
+        at, span = self._captured(ts), self.config.min_span_s - 1e-9
+        return any(t.pending and (t.misses > 0 or at - t.run.first.at >= span) for t in self._tracks)
 
     def tracks(self) -> list[Track]:
         """The confirmed tracks, in the order they were first confirmed."""
@@ -232,11 +239,12 @@ class TextTracker:
         return self._clock
 
     def _captured(self, ts: float) -> float:
-        """When the frame of ``ts`` was captured, in stream time (after :meth:`_advance`). A read's
-        answer comes after newer frames' skips moved the clock on: how far apart two reads were
-        taken is what ``min_span_s`` bounds, not how far apart their answers came."""
+        """When the frame of ``ts`` was captured, in stream time (a frame newer than any answered
+        yet: when it will be). A read's answer comes after newer frames' skips moved the clock on:
+        how far apart two reads were taken is what ``min_span_s`` bounds, not how far apart their
+        answers came."""
         newest = ts if self._last_ts is None else self._last_ts
-        return self._clock - max(0.0, newest - ts)
+        return self._clock + (ts - newest)
 
     def _match(self, reads: list[_Read]) -> dict[int, _Read]:
         """Track (by ``id``) -> the read that continues it; one read per track at most."""

@@ -336,8 +336,7 @@ class WantsOneRead:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, bool]] = []
 
-    @property
-    def wants_read(self) -> bool:
+    def wants_read(self, ts: float) -> bool:
         return len([c for c in self.calls if c[0] == "read"]) == 1
 
     def read(self, frame_id: int, ts: float, lines: list[Line], *, forced: bool) -> list[TextEvent]:

@@ -139,7 +139,8 @@ async def test_config_sets_a_region_of_interest_and_clears_it() -> None:
 class OneEventTracker:
     """A stand-in tracker: every read announces its first line."""
 
-    wants_read = False
+    def wants_read(self, ts: float) -> bool:
+        return False
 
     def read(self, frame_id: int, ts: float, lines: list[Line], *, forced: bool) -> list[TextEvent]:
         return [TextEvent(event="appeared", track_id=frame_id, text=lines[0].text, frame_id=frame_id)]

@@ -31,6 +31,10 @@ class Stream:
     def skipped(self) -> list[TextEvent]:
         return self._add(self.tracker.skipped(self.frame, self.frame / 30))
 
+    def wants_read(self) -> bool:
+        """Does the tracker ask for the next frame (the next one fed) to be read?"""
+        return self.tracker.wants_read(self.frame / 30)
+
     def _add(self, events: list[TextEvent]) -> list[TextEvent]:
         self.frame += STEP
         self.events.extend(events)
@@ -142,7 +146,7 @@ def test_no_gone_while_no_read_has_looked() -> None:
         s.skipped()
     assert s.texts() == [("appeared", "EXIT 4")]
     s.read()  # a read looks and does not see it: one more read tells
-    assert s.texts() == [("appeared", "EXIT 4")] and s.tracker.wants_read
+    assert s.texts() == [("appeared", "EXIT 4")] and s.wants_read()
     s.read()  # the second: gone at once, 4 s after it was last seen
     assert s.texts() == [("appeared", "EXIT 4"), ("gone", "EXIT 4")]
 
@@ -228,21 +232,21 @@ def test_spaces_dropped_by_the_reader_are_no_change() -> None:
 def test_a_new_tracker_wants_one_read_of_a_still_scene() -> None:
     # events turned on, or a reconnect, while the sampler answers the unchanged view `duplicate`
     s = Stream()
-    assert s.tracker.wants_read
+    assert s.wants_read()
     s.read(forced=True)  # nothing in view
-    assert not s.tracker.wants_read
+    assert not s.wants_read()
 
 
 def test_wants_read_only_while_a_text_is_pending() -> None:
     s = Stream()
     s.read()
-    assert not s.tracker.wants_read
+    assert not s.wants_read()
     s.read(line("SN-48213"))
-    assert s.tracker.wants_read
+    assert s.wants_read()
     s.read(line("SN-48213"), forced=True)
-    assert not s.tracker.wants_read
+    assert not s.wants_read()
     s.same()
-    assert not s.tracker.wants_read
+    assert not s.wants_read()
 
 
 def test_wants_read_after_a_confirmed_line_goes_missing_once() -> None:
@@ -250,30 +254,36 @@ def test_wants_read_after_a_confirmed_line_goes_missing_once() -> None:
     s.read(line("SN-48213"))
     s.read(line("SN-48213"), forced=True)
     s.read()  # dropped by the reader, or really gone: one more read tells
-    assert s.tracker.wants_read
+    assert s.wants_read()
     s.read(forced=True)
-    assert not s.tracker.wants_read
+    assert not s.wants_read()
 
 
 def test_wants_read_gives_up_after_max_forced_reads_without_agreement() -> None:
     s = Stream(EventsConfig(max_forced_reads=2))
     s.read(line("SN-48213"))
     s.read(line("SN-48219"), forced=True)
-    assert s.tracker.wants_read
+    assert s.wants_read()
     s.read(line("SN-48218"), forced=True)
-    assert not s.tracker.wants_read
+    assert not s.wants_read()
     s.read(line("SN-48217"))  # content changed: asking again is allowed
-    assert s.tracker.wants_read
+    assert s.wants_read()
 
 
-def test_agreeing_forced_reads_do_not_use_up_the_budget() -> None:
-    # fast reads (every frame) must still reach min_span_s
+def test_a_confirmation_read_is_asked_for_only_of_a_frame_that_can_confirm() -> None:
+    """With fast reads (a frame each), a frame under min_span_s after a new text's first read could
+    agree but not confirm: the tracker asks for the first frame min_span_s on, and that read confirms."""
     tracker = TextTracker(EventsConfig(max_forced_reads=1, min_span_s=0.15))
     events = tracker.read(0, 0.0, [line("7731")])
-    frame = 1
-    while tracker.wants_read:
-        events += tracker.read(frame, frame / 30, [line("7731")], forced=True)
-        frame += 1
+    asked = []
+    for frame in range(1, 10):
+        ts = frame / 30
+        if tracker.wants_read(ts):
+            asked.append(frame)
+            events += tracker.read(frame, ts, [line("7731")], forced=True)
+        else:
+            events += tracker.same(frame, ts)
+    assert asked == [5]
     assert [(e.event, e.frame_id) for e in events] == [("appeared", 5)]
 
 
