@@ -211,8 +211,8 @@ class TextTracker:
             return False
         if not self._has_read:
             return True
-        at, span = self._captured(ts), self.config.min_span_s - 1e-9
-        return any(t.pending and (t.misses > 0 or at - t.run.first.at >= span) for t in self._tracks)
+        at = self._captured(ts)
+        return any(t.pending and (t.misses > 0 or self._spans(t.run.first.at, at)) for t in self._tracks)
 
     def tracks(self) -> list[Track]:
         """The confirmed tracks, in the order they were first confirmed."""
@@ -245,6 +245,10 @@ class TextTracker:
         answers came."""
         newest = ts if self._last_ts is None else self._last_ts
         return self._clock + (ts - newest)
+
+    def _spans(self, first: float, last: float) -> bool:
+        """Reads of frames captured at ``first`` and ``last`` are far enough apart to confirm a text."""
+        return last - first >= self.config.min_span_s - 1e-9
 
     def _match(self, reads: list[_Read]) -> dict[int, _Read]:
         """Track (by ``id``) -> the read that continues it; one read per track at most."""
@@ -306,7 +310,7 @@ class TextTracker:
         latest = run.latest
         if track.confirmed is not None and latest.key == track.confirmed.key:
             return []
-        if run.count < self.config.confirm_reads or latest.at - run.first.at < self.config.min_span_s - 1e-9:
+        if run.count < self.config.confirm_reads or not self._spans(run.first.at, latest.at):
             return []
         previous = track.confirmed
         score = run.score_sum / run.count
