@@ -243,40 +243,36 @@ class OneAtATimeReplicas:
         )
 
 
-async def _saturate(admission: Admission, seconds: float) -> None:
-    """Eight streams, each with a read waiting all the time, for ``seconds``."""
+async def _saturated(replicas: OneAtATimeReplicas) -> Admission:
+    """Admission to ``replicas`` after a second of eight streams, each with a read waiting all the time."""
+    admission = Admission(
+        SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=16, admission_timeout_s=5.0),
+        read=replicas,
+        model_batch=1,
+    )
 
     async def stream(name: str) -> None:
         while True:
             await admission.read(request(name, b"A"))
 
     streams = [asyncio.create_task(stream(f"s{i}")) for i in range(8)]
-    await asyncio.sleep(seconds)
+    await asyncio.sleep(1.0)
     for task in streams:
         task.cancel()
     await asyncio.gather(*streams, return_exceptions=True)
+    return admission
 
 
 async def test_a_model_that_reads_one_frame_at_a_time_gets_one_read_per_replica() -> None:
     """On the CPU a read queued behind the running one only waits: one replica keeps one read in
     flight under any demand (its reads do not queue), two replicas get two."""
     one = OneAtATimeReplicas(1)
-    admission = Admission(
-        SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=16, admission_timeout_s=5.0),
-        read=one,
-        model_batch=1,
-    )
-    await _saturate(admission, 1.0)
+    admission = await _saturated(one)
     assert admission.stats["window"] < 2, admission.stats
     assert sum(b > 0.5 * 1000 * one.READ_S for b in one.backlogs) <= 2, one.backlogs
 
     two = OneAtATimeReplicas(2)
-    admission = Admission(
-        SamplerConfig(min_reads_in_flight=1, max_reads_in_flight=16, admission_timeout_s=5.0),
-        read=two,
-        model_batch=1,
-    )
-    await _saturate(admission, 1.0)
+    admission = await _saturated(two)
     assert 2 <= admission.stats["window"] < 3, admission.stats
     assert min(two.reads) >= 0.3 * sum(two.reads), two.reads
 
