@@ -320,27 +320,12 @@ class SamplerConfig(BaseConfig):
     refresh_s: float = Field(
         5.0, gt=0, description="A frame that looks unchanged is read anyway this long after the last read."
     )
-    check_s: float = Field(
-        0.3,
-        ge=0,
-        description="A read that found a text unlike the read before it is checked: the first frame "
-        "like it this long after it landed is read again (its lines only, where the frame shows them). "
-        "A misread of one frame is held this long plus a read, not refresh_s (docs/dedup.md).",
-    )
-    max_checks: int = Field(
-        2,
-        ge=0,
-        le=10,
-        description="Checks of one new text at most: reads go on until two in a row agree or this many "
-        "checks disagreed (then only refresh_s). 0: no checks.",
-    )
     line_reads: bool = Field(
         True,
         description="A frame whose text changed only inside lines the last read found (nothing new "
         "elsewhere, no line grown out of its box) is read line by line: only the changed lines are "
         "recognised again, no detection (~40 ms a line on one CPU thread against ~270 ms for a "
-        "label frame, docs/dedup.md). Refresh and confirmation reads are always whole; a check "
-        "(check_s) reads every line.",
+        "label frame, docs/dedup.md). Refresh and confirmation reads are always whole.",
     )
     admission_timeout_s: float = Field(
         0.4,

@@ -80,9 +80,8 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True)
 class LineChange:
-    """A frame whose text is where the reference's lines were, changed inside them only: nothing
-    new elsewhere in the view, no changed line's change at either end of its box (where longer
-    text would run out of it). No line changed: the same frame, its lines found."""
+    """A frame whose text changed inside known lines only: nothing new elsewhere in the view, no
+    changed line's change at either end of its box (where longer text would run out of it)."""
 
     boxes: list[list[list[int]]]  # each reference box where the frame shows it (its line's fit), frame px
     changed: tuple[int, ...]  # the boxes whose text changed: to read again; the others keep their text
@@ -127,9 +126,8 @@ class ChangeDetector:
         being read), ``[]`` (its read found no text) or no box in the roi: text-like
         regions found in the reference stand in. The verdict stops at the first text
         region that changed (a frame with new text costs a region, not all of them);
-        ``full`` scores every region and the scene, and says where the frame shows each box and
-        which changed when nothing else did (``Comparison.lines``: only those lines need reading
-        again; none changed in a frame judged the same).
+        ``full`` scores every region and the scene, and says which boxes changed when
+        nothing else did (``Comparison.lines``: only those lines need reading again).
         """
         c = self.config
         if (
@@ -175,7 +173,7 @@ class ChangeDetector:
             scene_score=scene_score,
             regions=len(rects),
             where=None if where is None else reference.to_frame(*where),
-            lines=_line_change(boxes, scored, reference, c) if inside else None,
+            lines=_line_change(boxes, scored, reference, c) if inside and score > 1.0 else None,
         )
 
 
@@ -192,10 +190,10 @@ class _Scored:
 def _line_change(
     boxes: list[list[list[int]]], scored: list[_Scored], fp: Fingerprint, c: DedupConfig
 ) -> LineChange | None:
-    """Where the frame shows each box and which changed; None when a changed one may have grown
-    out of its box."""
+    """The lines to read again, or None when a changed one may have grown out of its box."""
     changed = tuple(i for i, s in enumerate(scored) if s.score > c.threshold)
-    if any(not math.isfinite(scored[i].score) or scored[i].ends > c.threshold for i in changed):
+    grown = (not math.isfinite(scored[i].score) or scored[i].ends > c.threshold for i in changed)
+    if not changed or any(grown):
         return None
     scale, offset = np.float32(fp.scale), np.float32(fp.offset)
     moved = []

@@ -25,11 +25,6 @@ it exactly once:
   decoded, only the newest is compared when the token comes);
 - a frame is read again, same or not, ``refresh_s`` after the last read, and
   when the text tracker asks for a read to confirm a candidate text;
-- a read that found a text unlike the read before it is **checked**: the first
-  frame like it ``check_s`` later is read again (every line, where the frame
-  shows it: recognition only), until two reads in a row agree or
-  ``max_checks`` checks did not. A misread of one frame (blur, JPEG, a
-  borderline ``O``) stands for ``check_s`` and a read, not ``refresh_s``;
 - with ``line_reads``, a frame whose text changed only inside lines the last
   read found is **read line by line**: the model recognises those lines again
   (no detection), the others keep their text, their boxes moved with them.
@@ -64,7 +59,6 @@ from serve_app.protocol import (
     Timing,
 )
 from serve_app.security import TokenBucket
-from serve_app.tracking import text_key
 
 # Read a frame (only its roi), or only the lines in the given boxes (one line back per box).
 ReadFn = Callable[[Job, Roi | None, Boxes | None], Awaitable[ReadReply]]
@@ -108,10 +102,6 @@ class _Reference:
     # from, since a line it missed would stay missed.
     lines_before: int = 0
     digest: bytes = b""  # of its image bytes: a frame of the very same bytes needs no decoding
-    known: str | None = None  # the text (:func:`_text`) of the read before it; None: no read before
-    # Reads in a row, this one included, that found a text unlike the read before: above 0 the text
-    # is checked (read again), up to ``max_checks`` times.
-    unsure: int = 0
 
 
 @dataclass(slots=True)
@@ -125,10 +115,8 @@ class _Candidate:
     # Like the frame compared before it: the view is not in the middle of changing.
     settled: bool = True
     forced: bool = False  # the same content, read again because the text tracker asks to confirm
-    # The same content, read again (``refresh_s`` has passed, or a check of a new text): the
-    # reference answers for frames like it until this read lands.
-    refresh: bool = False
-    lines: _LineRead | None = None  # the reference's lines where this frame shows them: read the changed
+    refresh: bool = False  # the same content, read again because ``refresh_s`` has passed
+    lines: _LineRead | None = None  # changed only inside the reference's lines: read those
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +127,6 @@ class _LineRead:
     boxes: Boxes  # each of ``of``'s lines where the frame shows it
     changed: tuple[int, ...]
 
-    def every_line(self) -> _LineRead:
-        """All of ``of``'s lines to recognise again where this frame shows them (a check)."""
-        return _LineRead(self.of, self.boxes, tuple(range(len(self.boxes))))
-
     def merged(self, read: list[Line]) -> list[Line]:
         """``of``'s lines with the ``changed`` ones as ``read`` (one per changed box; empty: gone)."""
         new = dict(zip(self.changed, read, strict=True))
@@ -152,11 +136,6 @@ class _LineRead:
             for i, (line, box) in enumerate(zip(old, self.boxes, strict=True))
         ]
         return [line for line in lines if line.text]
-
-
-def _text(lines: list[Line]) -> str:
-    """What two reads must share to agree: their lines' text in order, spaces aside."""
-    return "".join(text_key(line.text) for line in lines)
 
 
 def _repeats(ref: _Reference | None, digest: bytes) -> bool:
@@ -370,16 +349,17 @@ class StreamSampler:
         return digest, fingerprint, same, lines, bool(self._detector.compare(previous, fingerprint).same)
 
     def _compare(self, ref: _Reference | None, fingerprint: Any) -> tuple[bool, _LineRead | None]:
-        """Is ``fingerprint`` the same as ``ref``, and where it shows ``ref``'s lines, when it does
-        (a changed frame: when only they changed)."""
+        """Is ``fingerprint`` the same as ``ref``; if not, the lines to read when only they changed."""
         if ref is None or ref.fingerprint is None or fingerprint is None:
             return False, None
         lines = ref.lines
         boxes = [line.box for line in lines] if lines else None
         full = bool(self.config.line_reads and lines and len(lines) >= ref.lines_before)
         verdict = self._detector.compare(ref.fingerprint, fingerprint, boxes, full=full)
-        found = verdict.lines if full else None
-        return bool(verdict.same), None if found is None else _LineRead(ref, found.boxes, found.changed)
+        change = verdict.lines if full else None
+        if verdict.same or change is None:
+            return bool(verdict.same), None
+        return False, _LineRead(ref, change.boxes, change.changed)
 
     def _decide(self, candidate: _Candidate, same: bool) -> None:
         """A compared frame (the reference has its lines): a duplicate, or a read."""
@@ -387,31 +367,16 @@ class StreamSampler:
         if ref is not None and same:
             # A read in flight while the reference has its lines is a refresh of this content.
             if self._reading or time.monotonic() - ref.read_at < self.config.refresh_s:
-                check = self._check_due(ref, candidate)
-                candidate.forced = self.tracker is not None and self.tracker.wants_read(job.ts)
-                if not (check or candidate.forced):
+                if self.tracker is None or not self.tracker.wants_read(job.ts):
                     self._duplicate(job, ref)
                     return
-                # A check recognises every line where the frame shows it; a confirmation reads it whole.
-                candidate.refresh = check
-                candidate.lines = candidate.lines.every_line() if check and candidate.lines else None
+                candidate.forced = True  # a candidate text waits for a second read
             else:
                 candidate.refresh = True
-                candidate.lines = None  # a refresh reads the frame whole: what the compare may miss
         if self._candidate is not None:
             self._skip(self._candidate.job, SkipReason.SUPERSEDED, job.frame_id)
         self._candidate = candidate
         self._start()
-
-    def _check_due(self, ref: _Reference, candidate: _Candidate) -> bool:
-        """``candidate`` (like ``ref``) checks ``ref``'s text: unlike the read's before it, not yet
-        checked ``max_checks`` times, ``check_s`` ago (not the very bytes of ``ref``: they read the same)."""
-        return (
-            not self._reading
-            and candidate.digest != ref.digest
-            and 0 < ref.unsure <= self.config.max_checks
-            and time.monotonic() - ref.read_at >= self.config.check_s
-        )
 
     # --- reads ----------------------------------------------------------------
 
@@ -448,9 +413,7 @@ class StreamSampler:
         # the refresh lands (frames like it do not wait for a read whose answer they already have).
         known = self._ref.lines if self._ref is not None else None
         ref.lines_before = len(known or ())
-        ref.known = None if known is None else _text(known)
         stands = self._ref if candidate.refresh and known is not None else None
-        ref.unsure = 0 if stands is None else stands.unsure
         # Line by line only against the reference it was compared with, whose lines stand now.
         lines = candidate.lines if candidate.lines is not None and candidate.lines.of is self._ref else None
         if stands is None:
@@ -483,7 +446,6 @@ class StreamSampler:
         answer = read_answer(job, reply, started)
         if reply.lines is not None:
             ref.lines, ref.read_at = reply.lines, time.monotonic()
-            ref.unsure = 0 if _text(reply.lines) == ref.known else ref.unsure + 1
             if stands is not None and self._ref is stands:
                 self._ref = ref
             job.image = b""

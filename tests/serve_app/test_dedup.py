@@ -347,8 +347,7 @@ def test_a_change_inside_known_lines_says_which_lines_and_where_they_are_now(
     detector: ChangeDetector, reference: tuple[Fingerprint, list[Box]]
 ) -> None:
     """The card moved and turned, one character of the second line changed: only that line is to
-    be read again, and every box is where the frame shows its line (what a line read crops). The
-    same moved card without the change: no line to read again, every box where its line is."""
+    be read again, and every box is where the frame shows its line (what a line read crops)."""
     ref, boxes = reference
     shot = Shot(lines=one_char(1, 9, "8"), card_dx=2.5, card_dy=-1.5, card_deg=0.8, noise_seed=4)
     data, true_boxes = take(shot)
@@ -359,11 +358,12 @@ def test_a_change_inside_known_lines_says_which_lines_and_where_they_are_now(
     off = np.abs(np.float32(verdict.lines.boxes) - np.float32(true_boxes)).max()
     assert off <= 2.0, f"moved boxes {off:.1f} px from the lines in the frame"
     assert detector.compare(ref, frame, boxes).lines is None, "only a full compare says which lines"
-    same_data, same_boxes = take(Shot(card_dx=2.5, card_dy=-1.5, card_deg=0.8, noise_seed=4))
-    same = detector.compare(ref, detector.fingerprint(same_data, MAX_PIXELS), boxes, full=True)
-    assert same.same and same.lines is not None and same.lines.changed == ()
-    off = np.abs(np.float32(same.lines.boxes) - np.float32(same_boxes)).max()
-    assert off <= 2.0, f"the same frame's boxes {off:.1f} px from its lines (what a check reads)"
+    assert (
+        detector.compare(
+            ref, detector.fingerprint(take(Shot(card_dx=2.5))[0], MAX_PIXELS), boxes, full=True
+        ).lines
+        is None
+    )
 
 
 @pytest.mark.parametrize(

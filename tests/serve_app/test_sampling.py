@@ -26,11 +26,9 @@ def box(i: int) -> list[list[int]]:
 
 
 class StandInDetector:
-    """Content = the image bytes up to a b"#" (what follows is sensor noise: other bytes, the same
-    content), lines split by b"|"; b"bad..." is an undecodable image. Counts
+    """Content = the image bytes, lines split by b"|"; b"bad..." is an undecodable image. Counts
     what it decodes. Content of several lines, compared ``full`` with the boxes of as many lines,
-    says which lines changed, none when it is the same (single-line content never does: reads
-    stay whole)."""
+    says which lines changed (single-line content never does: reads stay whole)."""
 
     def __init__(self) -> None:
         self.decoded: list[bytes] = []
@@ -48,17 +46,16 @@ class StandInDetector:
     def compare(self, a: bytes, b: bytes, boxes: Any = None, *, full: bool = False) -> Same:
         self.compared += 1
         self.unboxed += not boxes
-        a, b = a.split(b"#")[0], b.split(b"#")[0]
         old, new = a.split(b"|"), b.split(b"|")
-        if not full or not boxes or not len(boxes) == len(old) == len(new) > 1:
+        if a == b or not full or not boxes or not len(boxes) == len(old) == len(new) > 1:
             return Same(a == b)
         changed = tuple(i for i, (x, y) in enumerate(zip(old, new, strict=True)) if x != y)
-        return Same(a == b, LineChange(boxes=boxes, changed=changed))
+        return Same(False, LineChange(boxes=boxes, changed=changed))
 
 
 class StandInModel:
     """Reads the image bytes as the text, a line per b"|"-separated part (or the parts in the boxes
-    asked for); can be held, fail, answer overloaded, or misread a part (once each, in order)."""
+    asked for); can be held, fail, or answer overloaded."""
 
     def __init__(self) -> None:
         self.reads: list[bytes] = []
@@ -67,7 +64,6 @@ class StandInModel:
         self.gate = asyncio.Event()
         self.gate.set()
         self.reply: ReadReply | None = None
-        self.misreads: dict[str, list[str]] = {}  # a part: what its next reads say instead
 
     async def __call__(self, job: Job, roi: Roi | None, boxes: Any = None) -> ReadReply:
         self.reads.append(job.image)
@@ -76,16 +72,12 @@ class StandInModel:
         await self.gate.wait()
         if self.reply is not None:
             return self.reply
-        parts = job.image.decode().split("#")[0].split("|")
+        parts = job.image.decode().split("|")
         if boxes is None:
-            lines = [Line(text=self._read_part(part), score=1.0, box=box(i)) for i, part in enumerate(parts)]
+            lines = [Line(text=part, score=1.0, box=box(i)) for i, part in enumerate(parts)]
         else:
-            lines = [Line(text=self._read_part(parts[b[0][1] // 10]), score=1.0, box=b) for b in boxes]
+            lines = [Line(text=parts[b[0][1] // 10], score=1.0, box=b) for b in boxes]
         return ReadReply(lines=lines, ocr_ms=5.0)
-
-    def _read_part(self, part: str) -> str:
-        wrong = self.misreads.get(part)
-        return wrong.pop(0) if wrong else part
 
 
 class Stream:
@@ -96,9 +88,8 @@ class Stream:
         self.detector = StandInDetector()
         self.answers: dict[int, list[dict[str, Any]]] = {}
         self.events: list[TextEvent] = []
-        # One feature at a time: no compare rate, no wait for the view to settle, no checks of a new
-        # text unless asked.
-        settings = {"default_fps": 30.0, "compare_fps": 1000.0, "settle_s": 0.0, "max_checks": 0, **config}
+        # One feature at a time: no compare rate, no wait for the view to settle unless asked.
+        settings = {"default_fps": 30.0, "compare_fps": 1000.0, "settle_s": 0.0, **config}
         self.sampler = StreamSampler(
             SamplerConfig(**settings),
             detector=self.detector,
@@ -615,51 +606,3 @@ async def test_a_line_read_answered_with_the_wrong_number_of_lines_is_an_error_n
     await s.settle(2)
     assert s.model.boxes[-1] == [box(1)]
     assert s.answer(2)["type"] == "error" and s.answer(2)["code"] == "internal"
-
-
-async def send_still(s: Stream, first_id: int, content: bytes, seconds: float) -> int:
-    """Send ``content`` (each frame's noise other) every 20 ms for ``seconds``; the frame ids used
-    end before the returned one."""
-    frame_id = first_id
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        s.send(frame_id, content + f"#{frame_id}".encode())
-        frame_id += 1
-        await asyncio.sleep(0.02)
-    await s.settle(frame_id)
-    return frame_id
-
-
-async def test_a_misread_new_text_is_checked_until_two_reads_agree_then_only_refreshed() -> None:
-    s = Stream(check_s=0.1, max_checks=2, refresh_s=60.0)
-    s.model.misreads = {"LOT 1": ["L0T 1"]}  # the first read of the label misreads it
-    end = await send_still(s, 0, b"LOT 1|EXP 9", 1.0)
-    reads = [i for i in range(end) if s.answer(i)["status"] == "ok"]
-    assert [texts(s.answer(i)) for i in reads] == [["L0T 1", "EXP 9"], ["LOT 1", "EXP 9"], ["LOT 1", "EXP 9"]]
-    assert s.model.boxes[1:] == [[box(0), box(1)]] * 2, "a check recognises every line, no detection"
-    assert texts(s.answer(end - 1)) == ["LOT 1", "EXP 9"], "the client holds the text two reads agreed on"
-    misread_held_s = (reads[1] - reads[0]) * 0.02
-    assert misread_held_s < 0.5, f"the misread stood {misread_held_s:.2f} s"
-
-
-async def test_a_new_text_read_right_costs_one_check() -> None:
-    s = Stream(check_s=0.1, max_checks=2, refresh_s=60.0)
-    end = await send_still(s, 0, b"LOT 1|EXP 9", 0.6)
-    end = await send_still(s, end, b"LOT 2|EXP 9", 0.6)  # a change, read line by line, checked once
-    assert [read.split(b"#")[0] for read in s.model.reads] == [b"LOT 1|EXP 9"] * 2 + [b"LOT 2|EXP 9"] * 2
-    assert s.model.boxes == [None, [box(0), box(1)], [box(0)], [box(0), box(1)]]
-    assert texts(s.answer(end - 1)) == ["LOT 2", "EXP 9"]
-
-
-async def test_a_text_no_two_reads_agree_on_is_checked_max_checks_times() -> None:
-    s = Stream(check_s=0.05, max_checks=2, refresh_s=60.0)
-    s.model.misreads = {"LOT 1": ["L0T 1", "LOT l", "L0T l", "LOT I"]}
-    await send_still(s, 0, b"LOT 1|EXP 9", 0.8)
-    assert len(s.model.reads) == 3, "the first read and two checks, then only refresh_s"
-
-
-async def test_no_checks_with_max_checks_0() -> None:
-    s = Stream(check_s=0.05, max_checks=0, refresh_s=60.0)
-    s.model.misreads = {"LOT 1": ["L0T 1"]}
-    end = await send_still(s, 0, b"LOT 1|EXP 9", 0.5)
-    assert len(s.model.reads) == 1 and texts(s.answer(end - 1)) == ["L0T 1", "EXP 9"]
