@@ -180,7 +180,7 @@ def score_events(events: Sequence[TextEvent], segs: Sequence[Segment]) -> dict[s
         "events": len(events),
         "true_events": len(events) - wrong,
         "false_events": wrong,
-        "false_events_from_bait": bait,
+        "false_events_never_in_view": bait,
         "expected": expected,
         "found": found,
         "precision": round((len(events) - wrong) / len(events), 4) if events else 1.0,
@@ -771,7 +771,7 @@ def goals_met(r: dict[str, Any]) -> dict[str, bool]:
         "precision": r["precision"] >= GOALS["precision_min"],
         "recall": r["recall"] >= GOALS["recall_min"],
         # a false event from bait: its agreeing reads include a bait frame (a misread confirmed
-        # on frames without bait is the model's, counted in false_events_from_bait: never in view)
+        # on frames without bait is the model's, counted in false_events_never_in_view)
         "bait_false_events": r["false_events_touching_bait"] <= GOALS["bait_false_events_max"],
         "delay_frames_p50": r["delay_frames"]["p50"] <= GOALS["delay_frames_p50_max"],
     }
@@ -815,7 +815,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"{scene:9s} seed {args.seed + k}: precision {r['precision']:.3f} recall {r['recall']:.3f} "
                 f"({r['found']}/{r['expected']}) false {r['false_events']} "
-                f"(bait {r['false_events_touching_bait']}, never in view {r['false_events_from_bait']}) "
+                f"(bait {r['false_events_touching_bait']}, never in view {r['false_events_never_in_view']}) "
                 f"delay p50 {r['delay_frames']['p50']} "
                 f"p90 {r['delay_frames']['p90']} | reads {r['reads']} (events off {without}) changes "
                 f"{r['changes']} | shown per-frame {r['per_frame_distinct_texts_shown']} (flicker "
@@ -829,7 +829,7 @@ def run_service(args: argparse.Namespace) -> dict[str, Any]:
 def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The streams of one scene together."""
     summed = [
-        "events", "true_events", "false_events", "false_events_from_bait", "false_events_touching_bait",
+        "events", "true_events", "false_events", "false_events_never_in_view", "false_events_touching_bait",
         "expected", "found", "texts_due", "texts_announced", "gone_due", "gone_found", "frames",
         "bait_frames", "bait_reads", "bait_reads_misread", "changes", "reads", "raw_events", "texts_in_view",
         "per_frame_distinct_texts_shown", "per_frame_display_changes", "per_frame_flicker",
@@ -915,7 +915,8 @@ def main(argv: list[str] | None = None) -> None:
         for scene, r in results.items():
             print(
                 f"{variant:27s} {scene:10s} precision {r['precision']:.4f} recall {r['recall']:.4f} "
-                f"bait false {r['false_events_from_bait']} delay p50 {r['delay_frames']['p50']:.0f} "
+                f"false never in view {r['false_events_never_in_view']} "
+                f"delay p50 {r['delay_frames']['p50']:.0f} "
                 f"p90 {r['delay_frames']['p90']:.0f} forced/text {r['forced_reads_per_text']:.2f} | "
                 f"texts {r['texts_in_view']} shown per-frame {r['per_frame_distinct_texts_shown']} "
                 f"(flicker {r['per_frame_flicker']}) events {r['events_distinct_texts_shown']} "
