@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -42,17 +43,58 @@ def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, ImageInfo]:
         raise ProtocolError(
             ErrorCode.BAD_IMAGE, f"unsupported image format {im.format}; send JPEG, PNG, WebP or BMP"
         )
-    width, height = im.size
-    if width <= 0 or height <= 0:
+    return im, _checked(ImageInfo(im.format, *im.size), max_pixels)
+
+
+def _checked(info: ImageInfo, max_pixels: int) -> ImageInfo:
+    if info.width <= 0 or info.height <= 0:
         raise ProtocolError(ErrorCode.BAD_IMAGE, "image is zero-sized")
-    if width * height > max_pixels:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"image is {width}x{height}, more than {max_pixels} pixels")
-    return im, ImageInfo(im.format, width, height)
+    if info.width * info.height > max_pixels:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"image is {info.width}x{info.height}, more than {max_pixels} pixels"
+        )
+    return info
+
+
+# Start-of-frame markers (baseline, progressive, lossless, ...); C4, C8 and CC are not frames.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, walking the marker segments before it.
+
+    A camera's frame costs ~10 us here against ~150 us for Pillow's header parser, which
+    reads every segment and their tables (a third of the ingress' CPU per `rate` frame:
+    docs/benchmarks.md). None for anything unusual (not a JPEG, a segment that does not
+    parse, a height defined later): Pillow then reads the header and says what is wrong.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    at, end = 2, len(data) - 9  # a frame header needs 9 bytes: marker, length, precision, size
+    while at <= end:
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, at + 5)
+            return (width, height) if width and height else None
+        length = (data[at + 2] << 8) | data[at + 3]
+        if length < 2 or not 0xC0 <= marker <= 0xFE or marker == 0xDA or 0xD0 <= marker <= 0xD9:
+            return None  # no length, or the scan began before any frame header
+        at += 2 + length
+    return None
 
 
 def probe(data: bytes, max_pixels: int) -> ImageInfo:
-    """Format and size from the header; cheap enough for an event loop."""
-    return _open(data, max_pixels)[1]
+    """Format and size from the header; cheap enough for an event loop (a JPEG's is read here
+    directly: an MPO, a JPEG from some cameras, is probed as JPEG)."""
+    size = _jpeg_size(data)
+    if size is None:
+        return _open(data, max_pixels)[1]
+    return _checked(ImageInfo("JPEG", *size), max_pixels)
 
 
 def _load(im: Image.Image) -> None:

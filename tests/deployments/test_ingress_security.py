@@ -4,8 +4,8 @@ Two extra applications are deployed once for this module (``deploy_app``), each 
 
 - ``sec-auth``: JWT auth on (HS256 secret from a file, ES256 public key from a JWKS file, audience and
   issuer), an Origin allowlist, 2 connections per tenant, small message limits;
-- ``sec-net``: auth off, IP allowlist ``10.0.0.0/8`` with the proxy ``127.0.0.2`` trusted, and a low frame
-  rate (1/s, burst 2, closed on the third violation).
+- ``sec-net``: auth off, IP allowlist ``10.0.0.0/8`` with the proxy ``127.0.0.2`` trusted, a low frame
+  rate (1/s, burst 2, closed on the third violation) and an idle timeout of 3 s.
 
 What is asserted is what a client sees: an HTTP 403 on the handshake, answers and close codes.
 """
@@ -47,6 +47,7 @@ MAX_MESSAGE = 20_000  # text_rec.jpg (12.5 kB) fits, also as base64 text
 HARD_MAX_MESSAGE = 40_000
 READ = "韩国小馆"  # what text_rec.jpg reads
 PROXY = "127.0.0.2"  # the trusted proxy of sec-net: tests connect from this loopback address
+IDLE_S = 3.0  # sec-net closes a connection silent this long
 
 
 # --- keys, tokens, images -------------------------------------------------------------------------------
@@ -144,7 +145,12 @@ def net_url(deploy_app: Any) -> str:
                 "security": {
                     "ip_allowlist": ["10.0.0.0/8"],
                     "trusted_proxies": [f"{PROXY}/32"],
-                    "limits": {"frames_per_s": 1.0, "frames_burst": 2, "violations_before_close": 3},
+                    "limits": {
+                        "frames_per_s": 1.0,
+                        "frames_burst": 2,
+                        "violations_before_close": 3,
+                        "idle_timeout_s": IDLE_S,
+                    },
                 }
             }
         },
@@ -445,6 +451,21 @@ async def test_rate_limit_answers_then_closes_1008_and_recovers(net_url: str, im
     again = await connect(net_url, xff="10.1.2.3", local_ip=PROXY)  # a new connection has a new quota
     assert_read(await read_one(again, images, 7))
     await again.close()
+
+
+async def test_a_silent_connection_is_closed_1001_and_a_pinging_one_is_not(net_url: str) -> None:
+    pinging = await connect(net_url, xff="10.1.2.3", local_ip=PROXY)
+    silent = await connect(net_url, xff="10.1.2.4", local_ip=PROXY)
+    start = time.monotonic()
+    while time.monotonic() - start < 2 * IDLE_S:
+        await pinging.ping()
+        await asyncio.sleep(IDLE_S / 4)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await silent.answer(IDLE_S)  # closed a tick (0.25 s) after its idle time, long before this
+    assert closed.value.rcvd is not None, closed.value
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle timeout")
+    await pinging.ping()
+    await pinging.close()
 
 
 async def test_limits_claim_lowers_the_rate(auth_url: str, keys: Keys) -> None:

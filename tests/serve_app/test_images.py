@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_app.images import decode_bgr, decode_gray, probe
+from serve_app.images import ImageInfo, _jpeg_size, decode_bgr, decode_gray, probe
 from serve_app.protocol import ErrorCode, ProtocolError, Roi
 from tests.fakes import jpeg_bomb, png_bomb
 
@@ -99,6 +99,52 @@ def test_pixel_bombs_are_too_large_without_decoding(header: bytes) -> None:
 
 def test_zero_sized_is_bad_image() -> None:
     assert code_of(probe, png_bomb(0, 10), LIMIT) is ErrorCode.BAD_IMAGE
+
+
+def _jpegs(images: Path) -> list[bytes]:
+    """JPEGs as cameras and libraries write them: baseline, progressive, grey, CMYK, EXIF, restarts."""
+    photo = Image.open(images / "ch_en_num.jpg").convert("RGB")
+    return [
+        *(path.read_bytes() for path in sorted(images.glob("*.jpg"))),
+        encode(photo, "JPEG", progressive=True),
+        encode(photo.convert("L"), "JPEG", quality=40),
+        encode(photo.convert("CMYK"), "JPEG"),
+        encode(photo, "JPEG", restart_marker_blocks=4, exif=Image.Exif(), subsampling=0),
+        encode(photo.resize((641, 1)), "JPEG"),
+    ]
+
+
+def test_jpeg_probe_reads_the_size_pillow_reads(images: Path) -> None:
+    for data in _jpegs(images):
+        with Image.open(io.BytesIO(data)) as im:
+            assert _jpeg_size(data) == im.size  # read without Pillow
+            assert probe(data, LIMIT) == ImageInfo("JPEG", *im.size)
+    assert code_of(probe, jpeg_bomb(), LIMIT) is ErrorCode.TOO_LARGE
+    assert code_of(probe, jpeg_bomb(0, 10), LIMIT) is ErrorCode.BAD_IMAGE
+
+
+@pytest.mark.filterwarnings("ignore")  # Pillow warns of the EXIF blocks damaged here
+def test_a_damaged_jpeg_header_is_bad_image_or_its_true_size(images: Path) -> None:
+    """Cut or with a byte changed anywhere in its header, a JPEG is a clear ``bad_image``,
+    or (damage Pillow would not notice either) probed at the size Pillow reads."""
+    rng = np.random.default_rng(5)
+    for data in _jpegs(images):
+        header = data[: data.index(b"\xff\xda")]  # up to the scan
+        damaged = [data[:cut] for cut in range(0, len(header) + 2)]
+        for at in rng.integers(0, len(header), 200):
+            damaged.append(data[:at] + bytes([int(rng.integers(256))]) + data[at + 1 :])
+        for frame in damaged:
+            try:
+                with Image.open(io.BytesIO(frame)) as im:
+                    pillow = im.size
+            except Exception:
+                pillow = None
+            try:
+                info = probe(frame, LIMIT)
+            except ProtocolError as exc:
+                assert exc.code in (ErrorCode.BAD_IMAGE, ErrorCode.TOO_LARGE)
+                continue
+            assert pillow is None or (info.width, info.height) == pillow
 
 
 def test_gray_thumbnail_for_dedup(images: Path) -> None:
