@@ -5,9 +5,7 @@ stream (the stream's ingress session keeps it so). An adaptive number of them
 is at the model at once (the window, AIMD on how long reads queue there); a
 free slot goes to the waiting stream served least recently (fair share), and
 a read that waits longer than ``admission_timeout_s`` is answered
-``overloaded``, unless it is the one next in line: that one waits on for the
-next free slot, so that shedding never leaves the model idle with reads
-wanted. Nothing here is per-stream state that matters: any replica can
+``overloaded``. Nothing here is per-stream state that matters: any replica can
 take any read, so the sampler runs as many replicas as it needs.
 """
 
@@ -79,10 +77,6 @@ class Admission:
         self._pump()
         try:
             await asyncio.wait((waiter.slot,), timeout=self.config.admission_timeout_s)
-            while not waiter.slot.done() and self._next() is waiter:
-                # Next in line: the next free slot is this read's. Shed, it would leave the model
-                # idle until another frame came; the slot frees within the read in flight.
-                await asyncio.wait((waiter.slot,), timeout=self.config.admission_timeout_s)
             if not waiter.slot.done():
                 self._waiting.remove(waiter)
                 return ReadReply(overloaded=True)
@@ -103,14 +97,10 @@ class Admission:
         self._in_flight -= 1
         self._pump()
 
-    def _next(self) -> _Waiter:
-        """The waiting read whose stream was served least recently: the next slot's."""
-        return min(self._waiting, key=lambda w: self._served.get(w.request.stream_id, 0.0))
-
     def _pump(self) -> None:
         """Hand free slots to the waiting streams served least recently."""
         while self._in_flight < int(self._window) and self._waiting:
-            waiter = self._next()
+            waiter = min(self._waiting, key=lambda w: self._served.get(w.request.stream_id, 0.0))
             self._waiting.remove(waiter)
             self._served[waiter.request.stream_id] = time.monotonic()
             self._in_flight += 1

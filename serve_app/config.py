@@ -328,11 +328,10 @@ class SamplerConfig(BaseConfig):
         "label frame, docs/dedup.md). Refresh and confirmation reads are always whole.",
     )
     admission_timeout_s: float = Field(
-        0.25,
+        0.4,
         gt=0,
-        description="A frame waiting this long for a free read slot is answered `overloaded` (in time for "
-        "a 300 ms answer), unless it is the next in line, which waits for the next free slot: its stream "
-        "keeps its turn and a newer frame is read instead of one grown stale.",
+        description="A frame waiting this long for a free read slot is answered `overloaded`: its stream "
+        "keeps its turn and a newer frame is read instead of one grown stale (about 1.5 CPU reads).",
     )
     read_timeout_s: float = Field(10.0, gt=0, description="A model call that takes longer fails `internal`.")
     dedup: DedupConfig = Field(default_factory=DedupConfig)
