@@ -62,6 +62,7 @@ class GPUShapedModel(StandInModel):
             ReadReply(
                 lines=[],
                 ocr_ms=ocr_ms,
+                frame_ms=ocr_ms / self.MAX_BATCH,
                 queue_ms=(start - q) * 1000.0,
                 backlog_ms=max(0.0, free_at - q) * 1000.0,
             )

@@ -139,7 +139,7 @@ class OCRModel:
         self._free_at = time.time()
         ocr_ms = (self._free_at - start) * 1000.0
         for reply in replies:
-            reply.ocr_ms = ocr_ms
+            reply.ocr_ms, reply.frame_ms = ocr_ms, ocr_ms / self._config.max_batch_size
         return replies
 
     @staticmethod

@@ -291,6 +291,20 @@ class SamplerConfig(BaseConfig):
         description="Frames of a stream compared with the last read per second at most; the frames "
         "in between are answered `rate` undecoded (a change is noticed within 1/compare_fps).",
     )
+    uncompared_after: int = Field(
+        3,
+        ge=0,
+        description="A stream whose last this many compares all found a change, while the model reads "
+        "a frame in less time than the stream's compare takes (a batching GPU, not the CPU model), "
+        "reads its next `uncompared_reads` frames without comparing them: the compares of a stream "
+        "whose every frame is new would save no read and starve a fast model. 0: always compare.",
+    )
+    uncompared_reads: int = Field(
+        8,
+        ge=1,
+        description="Frames read uncompared (see `uncompared_after`) before the stream is compared "
+        "again: a stream that turns still is read at most this many times more.",
+    )
     max_rate_wait_s: float = Field(
         0.5,
         gt=0,

@@ -42,7 +42,10 @@ class ReadReply:
     error_code: str | None = None
     error_message: str = ""
     overloaded: bool = False  # no read slot within the sampler's admission timeout
-    ocr_ms: float = 0.0
+    ocr_ms: float = 0.0  # the model's time for the batch this frame was read in
+    # What a read costs the model: its time per frame when its batches are full (ocr_ms over the
+    # frames a batch holds; ocr_ms itself for a model that reads one frame at a time).
+    frame_ms: float = 0.0
     queue_ms: float = 0.0  # from arrival at the model replica to the start of its batch
     # Of that, the time spent behind earlier batches (not waiting for its own batch to fill):
     # the model's backlog, which admission adapts its window on.

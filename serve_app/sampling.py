@@ -23,6 +23,13 @@ it exactly once:
   flight, or for a token); a newer one replaces it (``superseded``, or
   ``rate`` while the stream waits for a token: then frames are not even
   decoded, only the newest is compared when the token comes);
+- a stream whose every frame is new is **read uncompared while reads are
+  cheaper than compares**: after ``uncompared_after`` compares in a row found
+  a change, while the model reads a frame (``ReadReply.frame_ms``, a batching
+  GPU's ~1.6 ms) in less time than the stream's compare takes (2-8 ms of the
+  ingress' CPU), up to ``uncompared_reads`` frames are read undecoded; then a
+  frame is fingerprinted and the next compared again. The CPU model (a read
+  ~200 ms) is always compared for;
 - a frame is read again, same or not, ``refresh_s`` after the last read, and
   when the text tracker asks for a read to confirm a candidate text;
 - with ``line_reads``, a frame whose text changed only inside lines the last
@@ -39,6 +46,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -143,6 +151,11 @@ def _repeats(ref: _Reference | None, digest: bytes) -> bool:
     return ref is not None and ref.fingerprint is not None and ref.digest == digest
 
 
+def _moving_mean(mean: float | None, value: float) -> float:
+    """An exponential moving mean over about the last five values (None: none yet)."""
+    return value if mean is None else mean + 0.2 * (value - mean)
+
+
 def read_answer(job: Job, reply: ReadReply, started: float) -> ResultAnswer | ErrorAnswer:
     """A read frame's answer: its lines, ``overloaded``, or the error (``started``: when it was sent)."""
     if reply.lines is not None:
@@ -192,6 +205,12 @@ class StreamSampler:
         self._previous: Any = None  # fingerprint of the frame compared last: has the view settled?
         self._read_started = -math.inf  # time.monotonic() of the last read's start
         self._settle_timer: asyncio.TimerHandle | None = None
+        # Is comparing worth it? Compares in a row that found a change, the CPU one takes (ms, the
+        # compare thread's), the model's time per frame (ms), and frames left to read uncompared.
+        self._changed = 0
+        self._compare_ms: float | None = None
+        self._read_ms: float | None = None
+        self._uncompared = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -268,7 +287,7 @@ class StreamSampler:
                     continue
                 self._compare_bucket.take()
                 job, self._next = self._next, None
-                judged = await self._judge(job)
+                judged = self._read_uncompared(job) if self._uncompared else await self._judge(job)
                 if judged is not None:
                     self._decide(*judged)
         finally:
@@ -287,7 +306,7 @@ class StreamSampler:
         ref, previous = self._ref, self._previous
         loop = asyncio.get_running_loop()
         try:
-            digest, fingerprint, same, lines, settled = await loop.run_in_executor(
+            digest, fingerprint, same, lines, settled, cpu_ms = await loop.run_in_executor(
                 self._executor,
                 self._fingerprint_and_compare,
                 job.image,
@@ -314,9 +333,32 @@ class StreamSampler:
             logger.exception("frame %s could not be compared", job.frame_id)
             self._fail(job, ErrorCode.INTERNAL, "the frame could not be compared; the stream goes on")
             return None
+        if same is not None and ref is not None and ref.fingerprint is not None:
+            self._count(same, cpu_ms)
         same = True if same is None else same
         candidate = _Candidate(job, fingerprint, digest, compared=True, settled=settled or same, lines=lines)
         return candidate, same
+
+    def _count(self, same: bool, cpu_ms: float) -> None:
+        """A compare's verdict: after ``uncompared_after`` changes in a row, while the model reads a
+        frame in less time than a compare takes, the next frames (``uncompared_reads`` at most) are
+        read uncompared (each compare would save no read, and cost more than the read)."""
+        if cpu_ms > 0.0:
+            self._compare_ms = _moving_mean(self._compare_ms, cpu_ms)
+        self._changed = 0 if same else self._changed + 1
+        after, read_ms, compare_ms = self.config.uncompared_after, self._read_ms, self._compare_ms
+        if after and self._changed >= after and read_ms is not None and compare_ms and read_ms < compare_ms:
+            # Between half and all of them: streams that started together do not compare together.
+            most = self.config.uncompared_reads
+            self._uncompared = random.randint((most + 1) // 2, most)
+
+    def _read_uncompared(self, job: Job) -> tuple[_Candidate, bool]:
+        """A frame read as changed without decoding it: the frame after the last of these has no
+        reference to be compared with, so it is only fingerprinted (and read), and the one after
+        it is compared again."""
+        self._uncompared -= 1
+        self._previous = None
+        return _Candidate(job, compared=True), False
 
     def _refresh_due(self, ref: _Reference | None) -> bool:
         """A frame now is read whatever it shows: as a change, or as a refresh of ``ref``'s content."""
@@ -329,24 +371,29 @@ class StreamSampler:
 
     def _fingerprint_and_compare(
         self, image: bytes, ref: _Reference | None, previous: Any, refresh_due: bool
-    ) -> tuple[bytes, Any, bool | None, _LineRead | None, bool]:
-        """(digest, fingerprint, same as ``ref``, the lines to read if only they changed, settled);
-        a changed frame is also compared with ``previous``. The very bytes of ``ref``'s frame are
-        the same undecoded. ``refresh_due``: the frame is read whatever it shows, so it is not
-        compared (same None), only fingerprinted for the frames after it (a stream that sends a
-        frame every few seconds is never compared)."""
+    ) -> tuple[bytes, Any, bool | None, _LineRead | None, bool, float]:
+        """(digest, fingerprint, same as ``ref``, the lines to read if only they changed, settled,
+        ms of this thread's CPU the fingerprint and compare took); a changed frame is also compared
+        with ``previous``. The very bytes of ``ref``'s frame are the same undecoded. ``refresh_due``:
+        the frame is read whatever it shows, so it is not compared (same None), only fingerprinted
+        for the frames after it (a stream that sends a frame every few seconds is never compared)."""
         if not self.config.dedup.enabled:
-            return b"", None, False, None, True
+            return b"", None, False, None, True, 0.0
         digest = hashlib.blake2b(image, digest_size=16).digest()
         if _repeats(ref, digest):
-            return digest, ref.fingerprint, True, None, True
+            return digest, ref.fingerprint, True, None, True, 0.0
+        start = time.thread_time()
         fingerprint = self._detector.fingerprint(image, self._max_pixels, self.roi)
         if refresh_due:
-            return digest, fingerprint, None, None, True
+            return digest, fingerprint, None, None, True, 0.0
         same, lines = self._compare(ref, fingerprint)
-        if same or previous is None or self.config.settle_s == 0.0:
-            return digest, fingerprint, same, lines, True
-        return digest, fingerprint, same, lines, bool(self._detector.compare(previous, fingerprint).same)
+        settled = (
+            same
+            or previous is None
+            or self.config.settle_s == 0.0
+            or bool(self._detector.compare(previous, fingerprint).same)
+        )
+        return digest, fingerprint, same, lines, settled, (time.thread_time() - start) * 1000.0
 
     def _compare(self, ref: _Reference | None, fingerprint: Any) -> tuple[bool, _LineRead | None]:
         """Is ``fingerprint`` the same as ``ref``; if not, the lines to read when only they changed."""
@@ -445,6 +492,7 @@ class StreamSampler:
         self._reading = False
         answer = read_answer(job, reply, started)
         if reply.lines is not None:
+            self._read_ms = _moving_mean(self._read_ms, reply.frame_ms)
             ref.lines, ref.read_at = reply.lines, time.monotonic()
             if stands is not None and self._ref is stands:
                 self._ref = ref

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from serve_app.config import SamplerConfig
 from serve_app.dedup import LineChange
 from serve_app.jobs import Job, ReadReply
@@ -35,8 +37,12 @@ class StandInDetector:
         self.rois: list[Roi | None] = []
         self.compared = 0
         self.unboxed = 0  # compares with a reference whose lines were not known
+        self.cpu_ms = 0.0  # CPU each fingerprint burns (a real one of a 640x480 frame: ~1-2 ms)
 
     def fingerprint(self, data: bytes, max_pixels: int, roi: Roi | None = None) -> bytes:
+        end = time.thread_time() + self.cpu_ms / 1000.0
+        while time.thread_time() < end:
+            pass
         self.decoded.append(data)
         self.rois.append(roi)
         if data.startswith(b"bad"):
@@ -64,6 +70,7 @@ class StandInModel:
         self.gate = asyncio.Event()
         self.gate.set()
         self.reply: ReadReply | None = None
+        self.frame_ms = 5.0  # what it says a read costs it (a batching GPU's: ~1.6 ms)
 
     async def __call__(self, job: Job, roi: Roi | None, boxes: Any = None) -> ReadReply:
         self.reads.append(job.image)
@@ -77,7 +84,7 @@ class StandInModel:
             lines = [Line(text=part, score=1.0, box=box(i)) for i, part in enumerate(parts)]
         else:
             lines = [Line(text=parts[b[0][1] // 10], score=1.0, box=b) for b in boxes]
-        return ReadReply(lines=lines, ocr_ms=5.0)
+        return ReadReply(lines=lines, ocr_ms=5.0, frame_ms=self.frame_ms)
 
 
 class Stream:
@@ -606,3 +613,31 @@ async def test_a_line_read_answered_with_the_wrong_number_of_lines_is_an_error_n
     await s.settle(2)
     assert s.model.boxes[-1] == [box(1)]
     assert s.answer(2)["type"] == "error" and s.answer(2)["code"] == "internal"
+
+
+@pytest.mark.parametrize(
+    ("frame_ms", "uncompared_after", "uncompared"),
+    [(0.3, 3, True), (5.0, 3, False), (0.3, 0, False)],
+    ids=["fast model: stops comparing", "model slower than a compare", "uncompared_after 0"],
+)
+async def test_a_stream_whose_every_frame_is_new_is_read_uncompared_only_while_reads_are_cheaper(
+    frame_ms: float, uncompared_after: int, uncompared: bool
+) -> None:
+    s = Stream(uncompared_after=uncompared_after, uncompared_reads=8)
+    s.detector.cpu_ms, s.model.frame_ms = 2.0, frame_ms  # against a compare of 2 ms
+    for i in range(1, 31):  # every frame new, each sent once the one before is answered
+        s.send(i, f"T{i}".encode())
+        await s.settle(i)
+    assert all(s.answer(i)["status"] == "ok" for i in range(1, 31)), "every new frame is read"
+    new_decoded = len(s.detector.decoded)
+    if uncompared:  # 3 compares found a change, 4-8 uncompared, one only fingerprinted, one compared...
+        assert new_decoded <= 12, f"{new_decoded} of 30 new frames decoded"
+    else:
+        assert new_decoded == 30
+    for i in range(31, 51):  # the stream turns still
+        s.send(i, b"STILL")
+        await s.settle(i)
+    reads = [i for i in range(31, 51) if s.answer(i)["status"] == "ok"]
+    assert len(reads) <= (10 if uncompared else 1), reads  # at most uncompared_reads + 2
+    assert all(s.answer(i)["reason"] == "duplicate" for i in range(max(reads) + 1, 51))
+    assert max(reads) <= 41
