@@ -142,10 +142,13 @@ async def probe(url: str, frames: list[bytes]) -> dict[str, Any]:
     """New streams one after the other, one frame each (``frames[i]``): its read latency."""
     ms, outcomes = [], []
     for image in frames[:PROBE_STREAMS]:
-        record = (await closed_loop_latency(url, [image], 1)).streams[0].frames[0]
-        outcomes.append(record.outcome)
-        if record.answered is not None and record.outcome == READ:
-            ms.append((record.answered - record.sent) * 1000.0)
+        records = [r for s in (await closed_loop_latency(url, [image], 1)).streams for r in s.frames]
+        if not records:  # the connection failed: no frame was sent
+            outcomes.append("connection_error")
+            continue
+        outcomes.append(records[0].outcome)
+        if records[0].answered is not None and records[0].outcome == READ:
+            ms.append((records[0].answered - records[0].sent) * 1000.0)
     return {"read_ms": summary(ms), "outcomes": outcomes}
 
 
@@ -160,7 +163,9 @@ async def step_probes(
             break
         row = await probe(url, frames)
         out.append({"streams": n, "open_connections": gen.open_connections, "t": round(gen.now(), 1), **row})
-        if not (row["read_ms"]["p50"] <= 2.0 * single_ms and gen.open_connections >= n):
+        if not (
+            row["read_ms"]["n"] and row["read_ms"]["p50"] <= 2.0 * single_ms and gen.open_connections >= n
+        ):
             gen.stop_opening()
     return out
 
@@ -171,7 +176,7 @@ def step_verdicts(
     out = []
     for n, phase in zip(steps, analysis["phases"], strict=True):
         found = [p for p in probes if p["streams"] == n]
-        p50 = found[0]["read_ms"]["p50"] if found else None
+        p50 = found[0]["read_ms"]["p50"] if found and found[0]["read_ms"]["n"] else None
         start, end = phase["window_s"]
         seconds = [r["open_connections"] for r in analysis["timeseries"] if start <= r["t"] < end]
         opened = max(seconds, default=0)
