@@ -309,6 +309,7 @@ class StreamIngress:
             fps=fps,
             roi=roi,
             executor=self._compare,
+            on_uncompared=self._metrics.uncompared,
         )
         session = StreamSession(
             stream_id,

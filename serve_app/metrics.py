@@ -24,8 +24,14 @@ class IngressMetrics:
 
     def __init__(self) -> None:
         self._received = 0
+        self._uncompared = 0
         self._answered: collections.Counter[str] = collections.Counter()
         self.frames = Counter("ocr_frames_received", description="Frames received at the ingress.")
+        self.uncompared_frames = Counter(
+            "ocr_uncompared_frames",
+            description="Frames taken as changed without a compare: their stream's compares kept finding "
+            "a change and cost more than a read (sampler.uncompared_after).",
+        )
         self.answers = Counter(
             "ocr_answers",
             description="Frame answers by outcome: ok, skipped (by reason), error (by code).",
@@ -51,6 +57,9 @@ class IngressMetrics:
     def received(self) -> None:
         self._received += 1
 
+    def uncompared(self) -> None:
+        self._uncompared += 1
+
     def answered(self, answer: ResultAnswer | ErrorAnswer) -> None:
         if isinstance(answer, ErrorAnswer):
             outcome = f"error:{answer.code}"
@@ -64,6 +73,9 @@ class IngressMetrics:
         if self._received:
             self.frames.inc(self._received)
             self._received = 0
+        if self._uncompared:
+            self.uncompared_frames.inc(self._uncompared)
+            self._uncompared = 0
         for outcome, n in self._answered.items():
             self.answers.inc(n, tags={"outcome": outcome})
         self._answered.clear()

@@ -182,6 +182,7 @@ class StreamSampler:
         tracker: Tracker | None = None,
         emit: EventFn | None = None,
         executor: Executor | None = None,
+        on_uncompared: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self._detector = detector
@@ -211,6 +212,7 @@ class StreamSampler:
         self._compare_ms: float | None = None
         self._read_ms: float | None = None
         self._uncompared = 0
+        self._on_uncompared = on_uncompared  # counts them (metrics)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -358,6 +360,8 @@ class StreamSampler:
         it is compared again."""
         self._uncompared -= 1
         self._previous = None
+        if self._on_uncompared is not None:
+            self._on_uncompared()
         return _Candidate(job, compared=True), False
 
     def _refresh_due(self, ref: _Reference | None) -> bool:

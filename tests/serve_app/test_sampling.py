@@ -90,7 +90,7 @@ class StandInModel:
 class Stream:
     """A StreamSampler and everything it answered, by frame id."""
 
-    def __init__(self, tracker: Any = None, **config: Any) -> None:
+    def __init__(self, tracker: Any = None, on_uncompared: Any = None, **config: Any) -> None:
         self.model = StandInModel()
         self.detector = StandInDetector()
         self.answers: dict[int, list[dict[str, Any]]] = {}
@@ -105,6 +105,7 @@ class Stream:
             max_pixels=10**8,
             tracker=tracker,
             emit=self.events.append,
+            on_uncompared=on_uncompared,
         )
         self._seq = 0
 
@@ -623,7 +624,10 @@ async def test_a_line_read_answered_with_the_wrong_number_of_lines_is_an_error_n
 async def test_a_stream_whose_every_frame_is_new_is_read_uncompared_only_while_reads_are_cheaper(
     frame_ms: float, uncompared_after: int, uncompared: bool
 ) -> None:
-    s = Stream(uncompared_after=uncompared_after, uncompared_reads=8)
+    counted: list[None] = []
+    s = Stream(
+        on_uncompared=lambda: counted.append(None), uncompared_after=uncompared_after, uncompared_reads=8
+    )
     s.detector.cpu_ms, s.model.frame_ms = 2.0, frame_ms  # against a compare of 2 ms
     for i in range(1, 31):  # every frame new, each sent once the one before is answered
         s.send(i, f"T{i}".encode())
@@ -634,6 +638,7 @@ async def test_a_stream_whose_every_frame_is_new_is_read_uncompared_only_while_r
         assert new_decoded <= 12, f"{new_decoded} of 30 new frames decoded"
     else:
         assert new_decoded == 30
+    assert len(counted) == 30 - new_decoded, "each frame taken uncompared is counted (metrics)"
     for i in range(31, 51):  # the stream turns still
         s.send(i, b"STILL")
         await s.settle(i)
