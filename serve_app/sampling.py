@@ -348,8 +348,10 @@ class StreamSampler:
         if cpu_ms > 0.0:
             self._compare_ms = _moving_mean(self._compare_ms, cpu_ms)
         self._changed = 0 if same else self._changed + 1
-        after, read_ms, compare_ms = self.config.uncompared_after, self._read_ms, self._compare_ms
-        if after and self._changed >= after and read_ms is not None and compare_ms and read_ms < compare_ms:
+        read_ms, compare_ms = self._read_ms, self._compare_ms
+        if read_ms is None or compare_ms is None:  # no read or no compare measured yet
+            return
+        if 0 < self.config.uncompared_after <= self._changed and read_ms < compare_ms:
             # Between half and all of them: streams that started together do not compare together.
             most = self.config.uncompared_reads
             self._uncompared = random.randint((most + 1) // 2, most)
