@@ -14,8 +14,15 @@ from typing import Any
 
 import httpx
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped_logging() -> dict[str, Any]:
+    """The ``logging_config`` of configs/serve.yaml. ``serve run`` gives it to the replicas of an
+    application that names none; ``serve.run`` does not, so a benchmark passes it itself."""
+    return yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text()).get("logging_config") or {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -47,11 +54,9 @@ def running_app(
         config = config.overridden(app_args)  # type: ignore[assignment]
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        serve.start(
-            http_options={"host": "127.0.0.1", "port": port}, logging_config={"enable_access_log": False}
-        )
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=shipped_logging())
         kwargs = {"model_cls": model_cls} if model_cls is not None else {}
-        serve.run(compose(config, **kwargs), name="ocr", route_prefix="/")
+        serve.run(compose(config, **kwargs), name="ocr", route_prefix="/", logging_config=shipped_logging())
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url)
         yield url

@@ -57,7 +57,16 @@ from fastapi import FastAPI, Request, WebSocket
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
-from bench.common import ROOT, cpu_delta, machine_info, process_cpu, wait_for_no_ray, wait_healthy, write_json
+from bench.common import (
+    ROOT,
+    cpu_delta,
+    machine_info,
+    process_cpu,
+    shipped_logging,
+    wait_for_no_ray,
+    wait_healthy,
+    write_json,
+)
 from bench.loadgen import LoadGen, LoadSpec, Phase, analyse, sized_pool
 from serve_app.protocol import (
     WS_1012_SERVICE_RESTART,
@@ -342,10 +351,15 @@ def paths_app(spec: PathSpec, port: int) -> Iterator[dict[str, Any]]:
         controller = {"runtime_env": {"env_vars": spec.controller_env}} if spec.controller_env else None
         serve.start(
             http_options={"host": "127.0.0.1", "port": port},
-            logging_config={"enable_access_log": False},
+            logging_config=shipped_logging(),
             controller_options=controller,
         )
-        serve.run(standin_deployment(spec.replica_env).bind(), name=APP, route_prefix="/")
+        serve.run(
+            standin_deployment(spec.replica_env).bind(),
+            name=APP,
+            route_prefix="/",
+            logging_config=shipped_logging(),
+        )
         urls = {"port_8000": f"http://127.0.0.1:{port}"}
         replica = replica_targets()
         if replica:
@@ -443,9 +457,12 @@ def handle_costs(seconds: float) -> dict[str, Any]:
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     rows = []
     try:
-        serve.start(http_options={"host": "127.0.0.1"}, logging_config={"enable_access_log": False})
+        serve.start(http_options={"host": "127.0.0.1"}, logging_config=shipped_logging())
         caller = serve.run(
-            deployment(Caller).bind(deployment(Callee).bind()), name="handles", route_prefix=None
+            deployment(Caller).bind(deployment(Callee).bind()),
+            name="handles",
+            route_prefix=None,
+            logging_config=shipped_logging(),
         )
         caller.run.remote(False, False, 1, 1.0).result()  # warm both sides and both paths
         caller.run.remote(True, True, 1, 1.0).result()
