@@ -1,13 +1,13 @@
 """Serve options the deployments build on.
 
-``READ_CALL``, ``MODEL_CALL``: reads cross the hops by value, over the
+``READ_CALL``, ``UNARY_CALL``: reads cross the hops by value, over the
 replicas' gRPC servers, not as Ray objects passed by reference: about half the
 CPU per call on a 2-core box (``python -m bench.serving_paths --paths
-handles``, docs/benchmarks.md). Ingress -> sampler calls stream (the reads of
-one call wait for admission apart: each reply goes back as it comes); sampler
--> model calls are unary (a call is at most a batch of reads, read together),
-which costs less again: 2.7 ms of CPU for a call of one read
-against 4.3 streaming, 3.7 against 12.3 for 16.
+handles``, docs/benchmarks.md). Ingress -> sampler calls of several reads
+stream (the reads of one call wait for admission apart: each reply goes back as
+it comes); a call of one read, and sampler -> model calls (a call is at most a
+batch of reads, read together), are unary, which costs less again: 2.7 ms of
+CPU for a call of one read against 4.3 streaming, 3.7 against 12.3 for 16.
 
 ``on_serve_loop``: a replica whose code never blocks its event loop (the ingress,
 the sampler: compares run in a thread pool, model calls are awaited) runs it on
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 READ_CALL: dict[str, Any] = {"stream": True, "_by_reference": False}
-MODEL_CALL: dict[str, Any] = {"_by_reference": False}
+UNARY_CALL: dict[str, Any] = {"_by_reference": False}
 SAME_LOOP_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 

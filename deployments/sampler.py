@@ -19,12 +19,12 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.options import MODEL_CALL, on_serve_loop
+from deployments.options import UNARY_CALL, on_serve_loop
 from serve_app.admission import Admission
 from serve_app.config import SamplerConfig
 from serve_app.jobs import ReaderInfo, ReadReply, ReadRequest
 from serve_app.metrics import SamplerMetrics
-from serve_app.reads import ReadBatcher, Replies, one_reply, replies_as_completed
+from serve_app.reads import ReadBatcher, Replies, one_reply, replies_as_completed, replies_of
 
 _TICK_S = 1.0  # metrics
 _EXPIRY_TICKS = 5  # idle streams are looked for every 5 ticks
@@ -56,7 +56,7 @@ class FrameSampler:
         )
 
     def _call_model(self, requests: list[ReadRequest]) -> Replies:
-        call = self._ocr.options(**MODEL_CALL).read.remote(requests, (self._id, self._admission.demand))
+        call = self._ocr.options(**UNARY_CALL).read.remote(requests, (self._id, self._admission.demand))
         return one_reply(call)
 
     async def _tick(self) -> None:
@@ -71,10 +71,18 @@ class FrameSampler:
 
     async def read(self, requests: list[ReadRequest]) -> AsyncIterator[list[tuple[int, ReadReply]]]:
         """Read each of ``requests`` (or answer it ``overloaded``); replies as they come, by request id."""
-        if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        self._start_ticking()
         async for replies in replies_as_completed(requests, self._admission.read):
             yield replies
+
+    async def read_all(self, requests: list[ReadRequest]) -> list[tuple[int, ReadReply]]:
+        """:meth:`read` as a unary call: every reply at once (the ingress' calls of one read)."""
+        self._start_ticking()
+        return await replies_of(requests, self._admission.read)
+
+    def _start_ticking(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def ready(self) -> bool:
         return await self._ocr.ready.remote()

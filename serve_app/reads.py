@@ -15,6 +15,7 @@ answered ``internal``, never lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,8 +63,11 @@ async def replies_as_completed(
 async def replies_of(
     requests: list[ReadRequest], read: Callable[[ReadRequest], Awaitable[ReadReply]]
 ) -> list[tuple[int, ReadReply]]:
-    """The receiving side of a unary call: every reply, once all are in (see :func:`replies_as_completed`)."""
-    return [reply async for replies in replies_as_completed(requests, read) for reply in replies]
+    """The receiving side of a unary call: every reply, once all are in (see :func:`replies_as_completed`).
+
+    A call cancelled meanwhile cancels its reads at once."""
+    async with contextlib.aclosing(replies_as_completed(requests, read)) as stream:
+        return [reply async for replies in stream for reply in replies]
 
 
 async def one_reply(call: Awaitable[list[tuple[int, ReadReply]]]) -> Replies:
