@@ -499,17 +499,18 @@ def is_frame(message: Message) -> bool:
     return isinstance(parsed, Frame)
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.serve
-async def test_service_fuzz_over_one_websocket(ws_url: str, images: Path) -> None:
-    fuzz = generated(N_REAL)
-    assert len(fuzz) > N_REAL * 0.9
-    conn = await websockets.connect(ws_url + "?stream_id=fuzz-1", max_size=None, open_timeout=30)
+async def fuzz_one_websocket(
+    url: str, fuzz: list[Message], good: bytes, text: str, headers: dict[str, str] | None = None
+) -> float:
+    """Send ``fuzz`` over one WebSocket (frames paced under the connection's quota) and account for
+    every answer; then the stream must still be sound: a real frame ``good`` reads ``text`` and a
+    ping is answered. Returns the seconds the sending took."""
+    conn = await websockets.connect(url, max_size=None, open_timeout=30, additional_headers=headers)
     answers: list[dict[str, Any]] = []
 
     async def reader() -> None:
-        async for text in conn:
-            answers.append(json.loads(text))
+        async for message in conn:
+            answers.append(json.loads(message))
 
     reading = asyncio.create_task(reader())
     bucket = TokenBucket(PACE, PACE / 2)
@@ -528,10 +529,8 @@ async def test_service_fuzz_over_one_websocket(ws_url: str, images: Path) -> Non
     assert not reading.done(), f"the connection closed: {conn.close_code} {conn.close_reason}"
     account(fuzz, answers)
 
-    # The stream is still sound: a real frame reads right, a ping is answered.
     seen = len(answers)
     await conn.send('{"type": "config", "fps": 30}')
-    good = (images / "text_rec.jpg").read_bytes()
     await asyncio.sleep(0.5)
     await conn.send(encode_binary_frame(MAX_FRAME_ID, good))
     await conn.send('{"type": "ping"}')
@@ -542,9 +541,19 @@ async def test_service_fuzz_over_one_websocket(ws_url: str, images: Path) -> Non
     assert [a["type"] for a in tail if a["type"] != "result"] == ["config", "pong"], tail
     results = [a for a in tail if a["type"] == "result"]
     assert len(results) == 1 and results[0]["frame_id"] == MAX_FRAME_ID, tail
-    assert results[0]["status"] == "ok" and [x["text"] for x in results[0]["lines"]] == ["韩国小馆"], tail
+    assert results[0]["status"] == "ok" and [x["text"] for x in results[0]["lines"]] == [text], tail
     await conn.close()
     reading.cancel()
+    return sent_s
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.serve
+async def test_service_fuzz_over_one_websocket(ws_url: str, images: Path) -> None:
+    fuzz = generated(N_REAL)
+    assert len(fuzz) > N_REAL * 0.9
+    good = (images / "text_rec.jpg").read_bytes()
+    sent_s = await fuzz_one_websocket(ws_url + "?stream_id=fuzz-1", fuzz, good, "韩国小馆")
     print(f"fuzz: {len(fuzz)} messages sent in {sent_s:.1f} s over one WebSocket")
 
 

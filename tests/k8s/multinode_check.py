@@ -7,8 +7,11 @@ GPU node; it has no Ray CPUs either, as in the manifest). It deploys the
 manifest's own application with the few overrides a machine without GPUs
 needs (MULTINODE_OVERRIDES), checks where each replica landed, streams one
 real image over a WebSocket with a real JWT, then a burst of streams through
-two sampler replicas (every frame answered once, dedup as with one), and
-stops every Ray process it started, also on failure. Exit status 0 means
+two sampler replicas (every frame answered once, dedup as with one), then
+fuzz on several streams at once through them (tests/deployments/
+test_ingress_fuzz.py: every message answered exactly once as its bytes call
+for, and each stream still reads a real frame right), and stops every Ray
+process it started, also on failure. Exit status 0 means
 every check passed.
 
 A subprocess, because the test session shares one Ray instance (conftest.py)
@@ -40,6 +43,7 @@ TEST_SECRET = "multinode-check-secret-0123456789abcdef"
 READY_TIMEOUT_S = 300.0
 SAMPLER_REPLICAS = 2
 BURST_STREAMS, BURST_FRAMES = 8, 12
+FUZZ_STREAMS, FUZZ_MESSAGES = 3, 800  # per stream
 
 # What differs from the manifest here, and why:
 # - no GPU on this machine: the OCR replica reads on the CPU and asks for no
@@ -165,6 +169,29 @@ async def burst(ws_url: str, token: str) -> tuple[int, int, int]:
     return BURST_STREAMS * BURST_FRAMES, len(answers), reads
 
 
+async def fuzz(ws_url: str, token: str) -> float:
+    """``FUZZ_STREAMS`` streams of generated messages at once (see :func:`fuzz_one_websocket`)."""
+    from tests.deployments.test_ingress_fuzz import fuzz_one_websocket, generated
+
+    messages = generated(FUZZ_STREAMS * FUZZ_MESSAGES)
+    headers = {"Authorization": f"Bearer {token}"}
+    good = IMAGE.read_bytes()
+    started = time.monotonic()
+    await asyncio.gather(
+        *(
+            fuzz_one_websocket(
+                ws_url.replace("stream_id=multinode", f"stream_id=fuzz-{k}"),
+                messages[k::FUZZ_STREAMS],
+                good,
+                EXPECTED_TEXT,
+                headers,
+            )
+            for k in range(FUZZ_STREAMS)
+        )
+    )
+    return time.monotonic() - started
+
+
 async def refused_without_token(ws_url: str) -> bool:
     import websockets
 
@@ -218,6 +245,11 @@ def run_checks(head_id: str, cpu_id: str, gpu_id: str) -> None:
     log(f"burst through {samplers} sampler replicas: {frames} frames, {answers} answers, {reads} reads")
     assert answers == frames, "every frame answered exactly once"
     assert reads <= 2 * BURST_STREAMS, f"dedup as with one sampler: {reads} reads for {BURST_STREAMS} streams"
+    fuzz_s = asyncio.run(fuzz(ws_url, make_token(config.ingress.security.auth.audience or "")))
+    log(
+        f"fuzz through {samplers} sampler replicas: {FUZZ_STREAMS} streams of {FUZZ_MESSAGES} messages "
+        f"in {fuzz_s:.0f} s, every message answered once, each stream then read right"
+    )
 
 
 def main() -> int:
