@@ -303,7 +303,14 @@ class SamplerConfig(BaseConfig):
         8,
         ge=1,
         description="Frames read uncompared (see `uncompared_after`) before the stream is compared "
-        "again: a stream that turns still is read at most this many times more.",
+        "again; each run that the next compare finds was needed (the frame changed again) is "
+        "followed by one twice as long, up to `max_uncompared_reads`.",
+    )
+    max_uncompared_reads: int = Field(
+        64,
+        ge=1,
+        description="The longest run of frames read uncompared: a stream that turns still is read at "
+        "most this many times more (64 frames at ~1.6 ms each on a batching GPU).",
     )
     max_rate_wait_s: float = Field(
         0.5,
@@ -358,6 +365,8 @@ class SamplerConfig(BaseConfig):
             raise ValueError("default_fps must be <= max_fps")
         if self.min_reads_in_flight > self.max_reads_in_flight:
             raise ValueError("min_reads_in_flight must be <= max_reads_in_flight")
+        if self.uncompared_reads > self.max_uncompared_reads:
+            raise ValueError("uncompared_reads must be <= max_uncompared_reads")
         return self
 
 

@@ -28,8 +28,10 @@ it exactly once:
   a change, while the model reads a frame (``ReadReply.frame_ms``, a batching
   GPU's ~1.6 ms) in less time than the stream's compare takes (2-8 ms of the
   ingress' CPU), up to ``uncompared_reads`` frames are read undecoded; then a
-  frame is fingerprinted and the next compared again. The CPU model (a read
-  ~200 ms) is always compared for;
+  frame is fingerprinted and the next compared again. Each run after which
+  the frame changed again is followed by one twice as long (up to
+  ``max_uncompared_reads``); a compare that finds the frame the same ends
+  it. The CPU model (a read ~200 ms) is always compared for;
 - a frame is read again, same or not, ``refresh_s`` after the last read, and
   when the text tracker asks for a read to confirm a candidate text;
 - with ``line_reads``, a frame whose text changed only inside lines the last
@@ -207,10 +209,12 @@ class StreamSampler:
         self._read_started = -math.inf  # time.monotonic() of the last read's start
         self._settle_timer: asyncio.TimerHandle | None = None
         # Is comparing worth it? Compares in a row that found a change, the CPU one takes (ms, the
-        # compare thread's), the model's time per frame (ms), and frames left to read uncompared.
+        # compare thread's), the model's time per frame (ms), the longest run of uncompared reads
+        # since the last compare that started none (0: none), and frames left to read uncompared.
         self._changed = 0
         self._compare_ms: float | None = None
         self._read_ms: float | None = None
+        self._run = 0
         self._uncompared = 0
         self._on_uncompared = on_uncompared  # counts them (metrics)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -343,18 +347,20 @@ class StreamSampler:
 
     def _count(self, same: bool, cpu_ms: float) -> None:
         """A compare's verdict: after ``uncompared_after`` changes in a row, while the model reads a
-        frame in less time than a compare takes, the next frames (``uncompared_reads`` at most) are
-        read uncompared (each compare would save no read, and cost more than the read)."""
+        frame in less time than a compare takes, the next frames are read uncompared (each compare
+        would save no read, and cost more than the read): ``uncompared_reads`` at most, twice as
+        many as the run before when this compare came right after one, up to ``max_uncompared_reads``."""
         if cpu_ms > 0.0:
             self._compare_ms = _moving_mean(self._compare_ms, cpu_ms)
         self._changed = 0 if same else self._changed + 1
-        read_ms, compare_ms = self._read_ms, self._compare_ms
-        if read_ms is None or compare_ms is None:  # no read or no compare measured yet
+        read_ms, compare_ms, c = self._read_ms, self._compare_ms, self.config
+        measured = read_ms is not None and compare_ms is not None  # a read and a compare
+        if not (measured and 0 < c.uncompared_after <= self._changed and read_ms < compare_ms):
+            self._run = 0
             return
-        if 0 < self.config.uncompared_after <= self._changed and read_ms < compare_ms:
-            # Between half and all of them: streams that started together do not compare together.
-            most = self.config.uncompared_reads
-            self._uncompared = random.randint((most + 1) // 2, most)
+        self._run = min(2 * self._run, c.max_uncompared_reads) if self._run else c.uncompared_reads
+        # Between half and all of them: streams that started together do not compare together.
+        self._uncompared = random.randint((self._run + 1) // 2, self._run)
 
     def _read_uncompared(self, job: Job) -> tuple[_Candidate, bool]:
         """A frame read as changed without decoding it: the frame after the last of these has no

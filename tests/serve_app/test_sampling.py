@@ -626,7 +626,10 @@ async def test_a_stream_whose_every_frame_is_new_is_read_uncompared_only_while_r
 ) -> None:
     counted: list[None] = []
     s = Stream(
-        on_uncompared=lambda: counted.append(None), uncompared_after=uncompared_after, uncompared_reads=8
+        on_uncompared=lambda: counted.append(None),
+        uncompared_after=uncompared_after,
+        uncompared_reads=8,
+        max_uncompared_reads=8,
     )
     s.detector.cpu_ms, s.model.frame_ms = 2.0, frame_ms  # against a compare of 2 ms
     for i in range(1, 31):  # every frame new, each sent once the one before is answered
@@ -646,3 +649,26 @@ async def test_a_stream_whose_every_frame_is_new_is_read_uncompared_only_while_r
     assert len(reads) <= (10 if uncompared else 1), reads  # at most uncompared_reads + 2
     assert all(s.answer(i)["reason"] == "duplicate" for i in range(max(reads) + 1, 51))
     assert max(reads) <= 41
+
+
+async def test_a_stream_of_new_frames_is_compared_less_and_less_and_soon_again_once_still() -> None:
+    """Each run of uncompared reads that the next compare finds was needed is followed by one twice
+    as long (8, 16, 32, then 64 at most); once the stream turns still, its frames are duplicates
+    again after at most 64 more reads."""
+    s = Stream(uncompared_after=3, uncompared_reads=8, max_uncompared_reads=64)
+    s.detector.cpu_ms, s.model.frame_ms = 2.0, 0.3
+    for i in range(1, 201):
+        s.send(i, f"T{i}".encode())
+        await s.settle(i)
+    assert all(s.answer(i)["status"] == "ok" for i in range(1, 201)), "every new frame is read"
+    # 3 compared, then per run: 1 fingerprinted and 1 compared; runs of 4-8, 8-16, 16-32, 32-64...
+    assert len(s.detector.decoded) <= 20, f"{len(s.detector.decoded)} of 200 new frames decoded"
+    for i in range(201, 281):  # the stream turns still
+        s.send(i, b"STILL")
+        await s.settle(i)
+    reads = [i for i in range(201, 281) if s.answer(i)["status"] == "ok"]
+    assert max(reads) <= 201 + 64 + 1, reads  # the run under way, the fingerprinted frame
+    assert all(s.answer(i)["reason"] == "duplicate" for i in range(max(reads) + 1, 281))
+    s.send(281, b"NEW")  # a change after a still spell is compared, and read at once
+    await s.settle(281)
+    assert s.answer(281)["status"] == "ok" and s.detector.decoded[-1] == b"NEW"
