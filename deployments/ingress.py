@@ -290,7 +290,7 @@ class StreamIngress:
             await self._serve_stream(ws, stream_id, lease.quota, fps=fps, events=events, roi=roi)
 
     def _call_sampler(self, requests: list[ReadRequest]) -> Replies:
-        """A call of one read is unary (1.6 ms less CPU than streaming: docs/design.md); of several,
+        """A call of one read is unary (~1.5 ms less CPU than streaming: docs/benchmarks.md); of several,
         streaming, so that each reply comes back as its read is admitted and done."""
         if len(requests) == 1:
             return one_reply(self._read_unary.remote(requests))
